@@ -125,7 +125,8 @@ VMMU_API unsigned int vmmu_rmap_count(const struct vmmu_rmap_head *head);
 /**
  * struct vmmu_rmap_iter - a writer's position in one rmap. Caller-owned; its
  * fields are private. Valid while no add or remove other than
- * vmmu_rmap_iter_remove() on this iterator changes the head.
+ * vmmu_rmap_iter_remove() on this iterator changes the head. The order in
+ * which entries come is unspecified.
  */
 struct vmmu_rmap_iter {
 	struct vmmu_rmap_head *head;
