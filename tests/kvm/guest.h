@@ -64,6 +64,18 @@ static inline int guest_kvm_open_error(void)
 	return 0;
 }
 
+/* Tests: exit 77 (SKIP) with the reason when /dev/kvm cannot be opened. */
+static inline void guest_skip_without_kvm(void)
+{
+	int err = guest_kvm_open_error();
+
+	if (err) {
+		printf("SKIP: /dev/kvm cannot be opened: %s\n", strerror(-err));
+		fflush(stdout);
+		exit(77);
+	}
+}
+
 static inline uint64_t *guest_u64(struct guest *g, uint64_t gpa)
 {
 	return (uint64_t *)(g->mem + gpa);
@@ -136,6 +148,23 @@ static inline int guest_set_cpu(struct guest *g, uint64_t entry, int cpl)
 	r.rip = entry;
 	r.rsp = GUEST_STACK_TOP;
 	r.rflags = 0x2 | (cpl ? 0x3000 : 0); /* IOPL 3 for CPL3 port I/O */
+	return vmmu_vcpu_set_regs(g->vcpu, &r);
+}
+
+/* The guests' arguments: rdi, rsi, rdx, rbx, r8 (see guest.S). */
+static inline int guest_set_args(struct guest *g, uint64_t rdi, uint64_t rsi, uint64_t rdx, uint64_t rbx,
+				 uint64_t r8)
+{
+	struct vmmu_regs r;
+	int ret = vmmu_vcpu_get_regs(g->vcpu, &r);
+
+	if (ret)
+		return ret;
+	r.rdi = rdi;
+	r.rsi = rsi;
+	r.rdx = rdx;
+	r.rbx = rbx;
+	r.r8 = r8;
 	return vmmu_vcpu_set_regs(g->vcpu, &r);
 }
 

@@ -85,15 +85,11 @@ static void test_io_and_mmio_exits_carry_data(void **state)
 	const uint64_t mmio = 0xc0000000ULL, value = 0x1122334455667788ULL;
 	struct guest g;
 	struct vmmu_exit e;
-	struct vmmu_regs r;
 	uint32_t in;
 
 	(void)state;
 	assert_int_equal(guest_create(&g, NULL, guest_io_start, guest_io_end, 3), 0);
-	assert_int_equal(vmmu_vcpu_get_regs(g.vcpu, &r), 0);
-	r.rdi = value;
-	r.rsi = mmio;
-	assert_int_equal(vmmu_vcpu_set_regs(g.vcpu, &r), 0);
+	assert_int_equal(guest_set_args(&g, value, mmio, 0, 0, 0), 0);
 
 	assert_int_equal(vmmu_vcpu_run(g.vcpu, &e), 0);
 	assert_int_equal(e.reason, VMMU_EXIT_IO);
@@ -123,6 +119,39 @@ static void test_io_and_mmio_exits_carry_data(void **state)
 	memcpy(&in, e.io.data, 4);
 	assert_int_equal(in, 0xcafef00d);
 	guest_destroy(&g);
+}
+
+
+static void test_readonly_slot_reads_in_place_writes_exit(void **state)
+{
+	const uint64_t rom = 0xc0000000ULL, value = 0xabcdef;
+	struct vmmu_guestmem m;
+	struct guest g;
+	struct vmmu_exit e;
+	uint32_t in;
+
+	(void)state;
+	assert_int_equal(guest_create(&g, NULL, guest_io_start, guest_io_end, 3), 0);
+	assert_int_equal(vmmu_guestmem_init(&m, 4096, 0), 0);
+	*(uint64_t *)m.hva = 0x5a5a5a5a;
+	assert_int_equal(vmmu_vm_memslot_add(g.vm, 1, rom, 4096, m.hva, VMMU_MEMSLOT_READONLY), 0);
+	assert_int_equal(guest_set_args(&g, value, rom, 0, 0, 0), 0);
+	assert_int_equal(vmmu_vcpu_run(g.vcpu, &e), 0);
+	assert_int_equal(e.reason, VMMU_EXIT_IO);
+	/* The write to the read-only slot exits as MMIO and leaves memory alone. */
+	assert_int_equal(vmmu_vcpu_run(g.vcpu, &e), 0);
+	assert_int_equal(e.reason, VMMU_EXIT_MMIO);
+	assert_int_equal(e.mmio.gpa, rom);
+	assert_true(e.mmio.is_write);
+	assert_int_equal(*(uint64_t *)m.hva, 0x5a5a5a5a);
+	/* The read is served from memory without an exit. */
+	assert_int_equal(vmmu_vcpu_run(g.vcpu, &e), 0);
+	assert_int_equal(e.reason, VMMU_EXIT_IO);
+	assert_int_equal(e.io.port, 0x11);
+	memcpy(&in, e.io.data, 4);
+	assert_int_equal(in, 0x5a5a5a5a);
+	guest_destroy(&g);
+	vmmu_guestmem_finish(&m);
 }
 
 static void *kicker(void *arg)
@@ -182,16 +211,11 @@ int main(void)
 		cmocka_unit_test(test_caps_match_machine),
 		cmocka_unit_test(test_hlt_at_cpl0),
 		cmocka_unit_test(test_io_and_mmio_exits_carry_data),
+		cmocka_unit_test(test_readonly_slot_reads_in_place_writes_exit),
 		cmocka_unit_test(test_kick_from_another_thread),
 		cmocka_unit_test(test_sregs_round_trip),
 	};
-	int err = guest_kvm_open_error();
 
-	if (err) {
-		char why[128];
-
-		snprintf(why, sizeof(why), "/dev/kvm cannot be opened: %s", strerror(-err));
-		test_skip_all(why);
-	}
+	guest_skip_without_kvm();
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
