@@ -75,4 +75,22 @@ guest_notify_start:
 	jmp guest_notify_start
 guest_notify_end:
 
+/*
+ * CPL3: strided writes, for bench/vm.c. rdi = GVA of the first page, rsi =
+ * stride in bytes, r8 = number of writes (> 0), rdx = GVA of the 8-byte value.
+ * Forever: write the value at rdi, rdi + rsi, ... (r8 writes); out %al -> port 0x12.
+ */
+	.globl guest_stride_start, guest_stride_end
+guest_stride_start:
+1:	mov %rdi, %rax
+	mov %r8, %rcx
+2:	mov (%rdx), %r10
+	mov %r10, (%rax)
+	add %rsi, %rax
+	dec %rcx
+	jnz 2b
+	out %al, $0x12
+	jmp 1b
+guest_stride_end:
+
 	.section .note.GNU-stack,"",@progbits

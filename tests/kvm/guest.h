@@ -45,6 +45,7 @@ extern const char guest_hlt_start[], guest_hlt_end[];
 extern const char guest_io_start[], guest_io_end[];
 extern const char guest_dirty_start[], guest_dirty_end[];
 extern const char guest_notify_start[], guest_notify_end[];
+extern const char guest_stride_start[], guest_stride_end[];
 
 struct guest {
 	struct vmmu_vm *vm;
