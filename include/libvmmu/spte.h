@@ -528,15 +528,17 @@ static inline bool vmmu_spte_needs_tlb_flush(const struct vmmu_spte_format *fmt,
 }
 
 /**
- * Must an MMU-present SPTE be replaced with an atomic exchange (not a plain
- * store), because hardware or a lockless path may change it and the change must
- * not be lost? KVM's spte_needs_atomic_update(): W clear but MMU-writable set
- * (the fast path may set W); A/D disabled (aging may track it, the fast path may
- * restore it); A/D on with W set and D clear (the CPU may set D). A is ignored.
+ * Must @spte, a leaf at @level, be replaced with an atomic exchange (not a
+ * plain store), because hardware or a lockless path may change it and the
+ * change must not be lost? KVM's spte_needs_atomic_update(), for MMU-present
+ * leaves only (as the TDP MMU asks it): W clear but MMU-writable set (the fast
+ * path may set W); A/D disabled (aging may track it, the fast path may restore
+ * it); A/D on with W set and D clear (the CPU may set D). A is ignored.
+ * Non-leaf, non-present, MMIO and frozen SPTEs: false.
  */
-static inline bool vmmu_spte_needs_atomic_update(const struct vmmu_spte_format *fmt, uint64_t spte)
+static inline bool vmmu_spte_needs_atomic_update(const struct vmmu_spte_format *fmt, uint64_t spte, int level)
 {
-	if (!(spte & VMMU_SPTE_MMU_PRESENT))
+	if (!(spte & VMMU_SPTE_MMU_PRESENT) || !vmmu_spte_is_leaf(fmt, spte, level))
 		return false;
 	if (!(spte & VMMU_SPTE_WRITABLE) && (spte & fmt->mmu_writable))
 		return true;
@@ -546,13 +548,14 @@ static inline bool vmmu_spte_needs_atomic_update(const struct vmmu_spte_format *
 }
 
 /**
- * Volatile: some bit of this SPTE may change under the caller, A included:
- * vmmu_spte_needs_atomic_update(), or A/D on with A clear (the CPU may set A).
- * Use it where losing an A update matters (e.g. propagating A to the host page).
+ * Volatile: some bit of @spte at @level may change under the caller, A
+ * included: vmmu_spte_needs_atomic_update(), or an MMU-present A/D-enabled SPTE
+ * (leaf or not) with A clear, which the CPU may set. Use it where losing an A
+ * update matters (e.g. propagating A to the host page).
  */
-static inline bool vmmu_spte_is_volatile(const struct vmmu_spte_format *fmt, uint64_t spte)
+static inline bool vmmu_spte_is_volatile(const struct vmmu_spte_format *fmt, uint64_t spte, int level)
 {
-	return vmmu_spte_needs_atomic_update(fmt, spte) ||
+	return vmmu_spte_needs_atomic_update(fmt, spte, level) ||
 	       ((spte & VMMU_SPTE_MMU_PRESENT) && vmmu_spte_is_ad_enabled(fmt, spte) && !(spte & fmt->accessed));
 }
 

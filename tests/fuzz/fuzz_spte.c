@@ -88,7 +88,7 @@ static void check_invariants(const struct vmmu_spte_format *f, uint64_t s, int l
 	CHECK(!vmmu_spte_is_writable(f, s) || vmmu_spte_is_mmu_writable(f, s));
 	CHECK(!vmmu_spte_is_mmu_writable(f, s) || vmmu_spte_is_host_writable(f, s));
 	CHECK(!vmmu_spte_is_access_track(f, s) || !vmmu_spte_is_shadow_present(f, s));
-	CHECK(!vmmu_spte_needs_atomic_update(f, s) || vmmu_spte_is_volatile(f, s));
+	CHECK(!vmmu_spte_needs_atomic_update(f, s, level) || vmmu_spte_is_volatile(f, s, level));
 	CHECK(!vmmu_spte_needs_tlb_flush(f, s, s, level));
 }
 
@@ -157,7 +157,7 @@ static void check_mmio(const struct vmmu_spte_format *f, uint64_t gfn, unsigned 
 	CHECK(vmmu_spte_to_mmio_gfn(f, s) == gfn);
 	CHECK(vmmu_spte_to_mmio_gen(f, s) == (gen & 0x7ffff));
 	CHECK(vmmu_spte_to_mmio_access(f, s) == (f->kind == VMMU_SPTE_KIND_EPT ? 0 : acc & 6));
-	CHECK(!vmmu_spte_is_present(f, s) && !vmmu_spte_needs_atomic_update(f, s));
+	CHECK(!vmmu_spte_is_present(f, s) && !vmmu_spte_needs_atomic_update(f, s, 1));
 	for (int level = 1; level <= f->levels; level++)
 		CHECK(vmmu_spte_is_rsvd(f, s, level));
 }
@@ -213,7 +213,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK(vmmu_spte_is_rsvd(&f, raw, level) == ref_rsvd(&f, raw, level));
 		CHECK(!vmmu_spte_needs_tlb_flush(&f, raw, raw, level));
 	}
-	CHECK(!vmmu_spte_needs_atomic_update(&f, raw) || vmmu_spte_is_volatile(&f, raw));
+	CHECK(!vmmu_spte_needs_atomic_update(&f, raw, 2) || vmmu_spte_is_volatile(&f, raw, 2));
 	CHECK(!vmmu_spte_is_shadow_present(&f, raw) || vmmu_spte_is_present(&f, raw));
 	return 0;
 }
