@@ -50,6 +50,12 @@
  * only when MAXPHYADDR < 52. MMIO SPTEs are never MMU-present.
  *
  * A cleared SPTE holds VMMU_SPTE_NONPRESENT (bit 63), never 0.
+ *
+ * Not modelled (KVM has them): the L1TF relocation of high GPA bits in
+ * non-present SPTEs, memory-encryption bits (SME C-bit, TDX shared bit and the
+ * TDX MMIO value), MBEC user-execute (EPT bit 10), protection keys, and 32-bit
+ * PAE shadow roots. Marking the gfn dirty when a writable SPTE is built is the
+ * caller's job.
  */
 #ifndef LIBVMMU_SPTE_H
 #define LIBVMMU_SPTE_H
@@ -144,6 +150,7 @@ struct vmmu_spte_format_opts {
 	bool exec_only;              /**< EPT only: the CPU allows execute-only entries (XWR = 100) */
 };
 
+/** Which encoding a struct vmmu_spte_format describes. */
 enum vmmu_spte_kind {
 	VMMU_SPTE_KIND_EPT = 1,
 	VMMU_SPTE_KIND_LEGACY = 2,
