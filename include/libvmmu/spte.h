@@ -472,6 +472,19 @@ static inline uint64_t vmmu_spte_wrprot_for_shadowing(const struct vmmu_spte_for
 }
 
 /**
+ * The fast path's write fix-up: set W again on an SPTE that dirty-log write
+ * protection left MMU-writable. Unchanged if it is not MMU-writable (shadowed
+ * guest table, read-only host page) or is access-tracked (restore it first:
+ * W alone would be an EPT misconfiguration). D is left for the CPU to set.
+ */
+static inline uint64_t vmmu_spte_restore_writable(const struct vmmu_spte_format *fmt, uint64_t spte)
+{
+	if (!(spte & fmt->mmu_writable) || vmmu_spte_is_access_track(fmt, spte))
+		return spte;
+	return spte | VMMU_SPTE_WRITABLE;
+}
+
+/**
  * Mark an MMU-present SPTE for access tracking (aging): clear A when A/D is on;
  * otherwise park R and X in bits 54/56 and clear R/W/X (W is not saved).
  * Other SPTEs, and already-tracked ones, are returned unchanged.

@@ -99,6 +99,7 @@ static void check_leaf(const struct vmmu_spte_format *f, uint64_t s, uint64_t pf
 		vmmu_spte_wrprot_for_dirty_log(f, s), vmmu_spte_wrprot_for_shadowing(f, s),
 		vmmu_spte_mark_access_track(f, s),    vmmu_spte_clear_accessed(f, s),
 		vmmu_spte_clear_dirty(f, s),          vmmu_spte_restore_access_track(f, s),
+		vmmu_spte_restore_writable(f, s),
 	};
 	bool x = (acc & VMMU_ACC_EXEC) && !(level > 1 && (flags & VMMU_SPTE_NX_HUGE));
 	unsigned int got = vmmu_spte_to_access(f, s);

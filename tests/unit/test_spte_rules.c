@@ -77,6 +77,19 @@ static void test_write_protect(void **state)
 		assert_int_equal(vmmu_spte_to_access(f, t), VMMU_ACC_ALL & ~VMMU_ACC_WRITE);
 		assert_false(vmmu_spte_is_rsvd(f, d, 1));
 		assert_false(vmmu_spte_is_rsvd(f, t, 1));
+		/* the fast path undoes dirty-log protection only */
+		assert_true(vmmu_spte_restore_writable(f, d) == s);
+		assert_true(vmmu_spte_restore_writable(f, t) == t);
+		assert_true(vmmu_spte_restore_writable(f, s) == s);
+		s = leaf(k, 0x1000, 1, VMMU_ACC_ALL, VMMU_SPTE_HOST_WRITABLE); /* write refused: 100 */
+		assert_true(vmmu_spte_restore_writable(f, s) == s);
+		s = leaf(k, 0x1000, 1, VMMU_ACC_ALL, RW | VMMU_SPTE_PREFETCH); /* tracked when A/D is off */
+		if (!bitsof[k].ad) {
+			assert_true(vmmu_spte_restore_writable(f, s) == s);
+			s = vmmu_spte_restore_access_track(f, s);
+		}
+		assert_true(vmmu_spte_is_writable(f, vmmu_spte_restore_writable(f, s)));
+		assert_false(vmmu_spte_is_rsvd(f, vmmu_spte_restore_writable(f, s), 1));
 	}
 }
 
