@@ -1,0 +1,221 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * KVM backend basics on real guests: backend selection, capabilities, HLT at
+ * CPL0, port I/O and MMIO exits with their data at CPL3, kicking a vCPU out of
+ * KVM_RUN from another thread, registers round trip.
+ */
+#include <pthread.h>
+#include <time.h>
+
+#include <libvmmu/hvf.h>
+#include <libvmmu/kvm.h>
+
+#include "helpers.h"
+#include "guest.h"
+
+static void test_backend_selection(void **state)
+{
+	struct log_capture log;
+	struct vmmu_vm *vm = (void *)1;
+
+	(void)state;
+	log_capture_start(&log);
+	assert_int_equal(vmmu_vm_create(&vm, "nonesuch", NULL), -EINVAL);
+	assert_null(vm);
+	assert_int_equal(log.lines, 1);
+	assert_int_equal(vmmu_vm_create(&vm, "soft", NULL), -ENODEV);
+	assert_int_equal(log.lines, 2);
+	assert_int_equal(vmmu_vm_create(&vm, "hvf", NULL), -EOPNOTSUPP);
+	assert_non_null(strstr(log.last, "stub"));
+	log_capture_stop();
+
+	setenv("VMMU_BACKEND", "kvm", 1);
+	assert_int_equal(vmmu_vm_create(&vm, NULL, NULL), 0);
+	assert_string_equal(vmmu_vm_backend_name(vm), "kvm");
+	assert_true(vmmu_vm_is_kvm(vm));
+	assert_false(vmmu_vm_is_hvf(vm));
+	assert_true(vmmu_kvm_vm_fd(vm) >= 0);
+	vmmu_vm_destroy(vm);
+	unsetenv("VMMU_BACKEND");
+	assert_int_equal(vmmu_vm_create(&vm, "auto", NULL), 0); /* /dev/kvm opens here */
+	assert_string_equal(vmmu_vm_backend_name(vm), "kvm");
+	vmmu_vm_destroy(vm);
+	vmmu_vm_destroy(NULL);
+}
+
+static void test_caps_match_machine(void **state)
+{
+	struct vmmu_vm_caps caps = { .size = sizeof(caps) };
+	struct vmmu_vm *vm;
+
+	(void)state;
+	assert_int_equal(vmmu_vm_create(&vm, "kvm", NULL), 0);
+	assert_int_equal(vmmu_vm_get_caps(vm, &caps), 0);
+	/* machine.md: these capabilities exist on this machine class. */
+	assert_true(caps.flags & VMMU_CAP_READONLY_MEM);
+	assert_true(caps.flags & VMMU_CAP_DIRTY_MANUAL);
+	assert_true(caps.flags & VMMU_CAP_DIRTY_RING);
+	assert_true(caps.flags & VMMU_CAP_NOTIFIER);
+	assert_int_equal(caps.max_ring_entries, 65536);
+	assert_int_equal(caps.maxphyaddr, 46);
+	assert_true(caps.max_vcpus >= 1);
+	assert_true(caps.max_memslots >= 32);
+	caps.size = 4;
+	assert_int_equal(vmmu_vm_get_caps(vm, &caps), -EINVAL);
+	vmmu_vm_destroy(vm);
+}
+
+static void test_hlt_at_cpl0(void **state)
+{
+	struct guest g;
+	struct vmmu_exit e;
+	struct vmmu_regs r;
+
+	(void)state;
+	assert_int_equal(guest_create(&g, NULL, guest_hlt_start, guest_hlt_end, 0), 0);
+	assert_int_equal(vmmu_vcpu_run(g.vcpu, &e), 0);
+	assert_int_equal(e.reason, VMMU_EXIT_HLT);
+	assert_int_equal(vmmu_vcpu_get_regs(g.vcpu, &r), 0);
+	assert_int_equal(r.rip, GUEST_CODE + 1);
+	guest_destroy(&g);
+}
+
+static void test_io_and_mmio_exits_carry_data(void **state)
+{
+	const uint64_t mmio = 0xc0000000ULL, value = 0x1122334455667788ULL;
+	struct guest g;
+	struct vmmu_exit e;
+	uint32_t in;
+
+	(void)state;
+	assert_int_equal(guest_create(&g, NULL, guest_io_start, guest_io_end, 3), 0);
+	assert_int_equal(guest_set_args(&g, value, mmio, 0, 0, 0), 0);
+
+	assert_int_equal(vmmu_vcpu_run(g.vcpu, &e), 0);
+	assert_int_equal(e.reason, VMMU_EXIT_IO);
+	assert_int_equal(e.io.port, 0x10);
+	assert_int_equal(e.io.size, 1);
+	assert_true(e.io.is_write);
+	assert_int_equal(e.io.count, 1);
+	assert_int_equal(e.io.data[0], 0x88);
+
+	assert_int_equal(vmmu_vcpu_run(g.vcpu, &e), 0);
+	assert_int_equal(e.reason, VMMU_EXIT_MMIO);
+	assert_int_equal(e.mmio.gpa, mmio);
+	assert_int_equal(e.mmio.len, 8);
+	assert_true(e.mmio.is_write);
+	assert_memory_equal(e.mmio.data, &value, 8);
+
+	assert_int_equal(vmmu_vcpu_run(g.vcpu, &e), 0);
+	assert_int_equal(e.reason, VMMU_EXIT_MMIO);
+	assert_int_equal(e.mmio.gpa, mmio);
+	assert_false(e.mmio.is_write);
+	memcpy(e.mmio.data, &(uint64_t){ 0xcafef00d }, 8); /* the device's answer */
+
+	assert_int_equal(vmmu_vcpu_run(g.vcpu, &e), 0);
+	assert_int_equal(e.reason, VMMU_EXIT_IO);
+	assert_int_equal(e.io.port, 0x11);
+	assert_int_equal(e.io.size, 4);
+	memcpy(&in, e.io.data, 4);
+	assert_int_equal(in, 0xcafef00d);
+	guest_destroy(&g);
+}
+
+
+static void test_readonly_slot_reads_in_place_writes_exit(void **state)
+{
+	const uint64_t rom = 0xc0000000ULL, value = 0xabcdef;
+	struct vmmu_guestmem m;
+	struct guest g;
+	struct vmmu_exit e;
+	uint32_t in;
+
+	(void)state;
+	assert_int_equal(guest_create(&g, NULL, guest_io_start, guest_io_end, 3), 0);
+	assert_int_equal(vmmu_guestmem_init(&m, 4096, 0), 0);
+	*(uint64_t *)m.hva = 0x5a5a5a5a;
+	assert_int_equal(vmmu_vm_memslot_add(g.vm, 1, rom, 4096, m.hva, VMMU_MEMSLOT_READONLY), 0);
+	assert_int_equal(guest_set_args(&g, value, rom, 0, 0, 0), 0);
+	assert_int_equal(vmmu_vcpu_run(g.vcpu, &e), 0);
+	assert_int_equal(e.reason, VMMU_EXIT_IO);
+	/* The write to the read-only slot exits as MMIO and leaves memory alone. */
+	assert_int_equal(vmmu_vcpu_run(g.vcpu, &e), 0);
+	assert_int_equal(e.reason, VMMU_EXIT_MMIO);
+	assert_int_equal(e.mmio.gpa, rom);
+	assert_true(e.mmio.is_write);
+	assert_int_equal(*(uint64_t *)m.hva, 0x5a5a5a5a);
+	/* The read is served from memory without an exit. */
+	assert_int_equal(vmmu_vcpu_run(g.vcpu, &e), 0);
+	assert_int_equal(e.reason, VMMU_EXIT_IO);
+	assert_int_equal(e.io.port, 0x11);
+	memcpy(&in, e.io.data, 4);
+	assert_int_equal(in, 0x5a5a5a5a);
+	guest_destroy(&g);
+	vmmu_guestmem_finish(&m);
+}
+
+static void *kicker(void *arg)
+{
+	struct timespec ts = { 0, 20 * 1000 * 1000 };
+
+	nanosleep(&ts, NULL);
+	return (void *)(intptr_t)vmmu_vcpu_kick(arg);
+}
+
+static void test_kick_from_another_thread(void **state)
+{
+	static const char spin[] = "\xeb\xfe"; /* jmp . at CPL3: never exits by itself */
+	struct guest g;
+	struct vmmu_exit e;
+	pthread_t t;
+	void *ret;
+
+	(void)state;
+	assert_int_equal(guest_create(&g, NULL, spin, spin + 2, 3), 0);
+	/* A kick before the run makes the run return at once. */
+	assert_int_equal(vmmu_vcpu_kick(g.vcpu), 0);
+	assert_int_equal(vmmu_vcpu_run(g.vcpu, &e), 0);
+	assert_int_equal(e.reason, VMMU_EXIT_INTR);
+	/* A kick during the run ends it. */
+	assert_int_equal(pthread_create(&t, NULL, kicker, g.vcpu), 0);
+	assert_int_equal(vmmu_vcpu_run(g.vcpu, &e), 0);
+	assert_int_equal(e.reason, VMMU_EXIT_INTR);
+	pthread_join(t, &ret);
+	assert_int_equal((intptr_t)ret, 0);
+	guest_destroy(&g);
+}
+
+static void test_sregs_round_trip(void **state)
+{
+	struct guest g;
+	struct vmmu_sregs s;
+
+	(void)state;
+	assert_int_equal(guest_create(&g, NULL, guest_hlt_start, guest_hlt_end, 3), 0);
+	assert_int_equal(vmmu_vcpu_get_sregs(g.vcpu, &s), 0);
+	assert_int_equal(s.cr3, GUEST_PML4);
+	assert_int_equal(s.efer & 0xd00, 0xd00);
+	assert_int_equal(s.cs.selector, SEL_UCODE);
+	assert_int_equal(s.cs.dpl, 3);
+	assert_int_equal(s.cs.l, 1);
+	assert_int_equal(s.tr.base, GUEST_TSS);
+	assert_int_equal(s.gdt.base, GUEST_GDT);
+	assert_int_equal(vmmu_vcpu_id(g.vcpu), 0);
+	guest_destroy(&g);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_backend_selection),
+		cmocka_unit_test(test_caps_match_machine),
+		cmocka_unit_test(test_hlt_at_cpl0),
+		cmocka_unit_test(test_io_and_mmio_exits_carry_data),
+		cmocka_unit_test(test_readonly_slot_reads_in_place_writes_exit),
+		cmocka_unit_test(test_kick_from_another_thread),
+		cmocka_unit_test(test_sregs_round_trip),
+	};
+
+	guest_skip_without_kvm();
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
