@@ -132,12 +132,32 @@ static void set_root(struct guest *g, uint64_t root)
 	assert_int_equal(vmmu_vcpu_set_sregs(g->vcpu, &s), 0);
 }
 
-static void test_kvm_translate_matches_reference(void **state)
-{
-	struct guest g;
-	unsigned int valid = 0, total = 0;
+/* The other side of a comparison: valid and GPA for @gva under @root. */
+typedef bool (*translate_fn)(struct guest *g, uint64_t root, uint64_t gva, uint64_t *gpa);
 
-	(void)state;
+static bool by_reference(struct guest *g, uint64_t root, uint64_t gva, uint64_t *gpa)
+{
+	return ref_walk(g, root, gva, gpa);
+}
+
+static bool by_walker(struct guest *g, uint64_t root, uint64_t gva, uint64_t *gpa)
+{
+	struct vmmu_walk_result res;
+	/* NO_AD: leave the tables as KVM will see them. */
+	int out = vmmu_vcpu_translate(g->vcpu, gva, VMMU_WALK_READ | VMMU_WALK_NO_AD, &res);
+
+	(void)root;
+	assert_true(out == VMMU_WALK_OK || out == VMMU_WALK_PAGE_FAULT);
+	*gpa = res.gpa;
+	return out == VMMU_WALK_OK;
+}
+
+/* KVM_TRANSLATE and @other agree on ROUNDS x GVAS random GVAs over fresh random tables. */
+static void compare_with_kvm(translate_fn other, const char *name)
+{
+	unsigned int valid = 0, total = 0;
+	struct guest g;
+
 	assert_int_equal(guest_create(&g, NULL, guest_hlt_start, guest_hlt_end, 0), 0);
 	for (int round = 0; round < ROUNDS; round++) {
 		uint64_t root = POOL_GPA + rnd(POOL_PAGES) * 4096;
@@ -145,53 +165,32 @@ static void test_kvm_translate_matches_reference(void **state)
 		build_random_tables(&g);
 		set_root(&g, root);
 		for (int i = 0; i < GVAS; i++) {
-			uint64_t gva = random_gva(), ref_gpa = 0, kvm_gpa;
-			bool kvm_valid, ref_valid = ref_walk(&g, root, gva, &ref_gpa);
+			uint64_t gva = random_gva(), gpa = 0, kvm_gpa;
+			bool kvm_valid, ok = other(&g, root, gva, &gpa);
 
 			assert_int_equal(vmmu_kvm_translate(g.vcpu, gva, &kvm_gpa, &kvm_valid), 0);
-			if (kvm_valid != ref_valid || (ref_valid && kvm_gpa != ref_gpa))
-				fail_msg("gva 0x%llx: KVM says %d/0x%llx, reference %d/0x%llx", (unsigned long long)gva,
-					 kvm_valid, (unsigned long long)kvm_gpa, ref_valid, (unsigned long long)ref_gpa);
-			valid += ref_valid;
+			if (kvm_valid != ok || (ok && kvm_gpa != gpa))
+				fail_msg("gva 0x%llx: KVM says %d/0x%llx, %s %d/0x%llx", (unsigned long long)gva,
+					 kvm_valid, (unsigned long long)kvm_gpa, name, ok, (unsigned long long)gpa);
+			valid += ok;
 			total++;
 		}
 	}
-	printf("%u of %u random GVAs translated\n", valid, total);
+	printf("KVM_TRANSLATE and the %s agree on %u random GVAs (%u valid)\n", name, total, valid);
 	assert_true(valid > total / 20 && valid < total - total / 20); /* both outcomes well exercised */
 	guest_destroy(&g);
 }
 
+static void test_kvm_translate_matches_reference(void **state)
+{
+	(void)state;
+	compare_with_kvm(by_reference, "reference walk");
+}
+
 static void test_walker_matches_kvm_translate(void **state)
 {
-	struct guest g;
-	unsigned int valid = 0, total = 0;
-
 	(void)state;
-	assert_int_equal(guest_create(&g, NULL, guest_hlt_start, guest_hlt_end, 0), 0);
-	for (int round = 0; round < ROUNDS; round++) {
-		uint64_t root = POOL_GPA + rnd(POOL_PAGES) * 4096;
-
-		build_random_tables(&g);
-		set_root(&g, root);
-		for (int i = 0; i < GVAS; i++) {
-			struct vmmu_walk_result res;
-			uint64_t gva = random_gva(), kvm_gpa;
-			bool kvm_valid;
-			int out;
-
-			/* NO_AD: leave the tables as KVM will see them. */
-			out = vmmu_vcpu_translate(g.vcpu, gva, VMMU_WALK_READ | VMMU_WALK_NO_AD, &res);
-			assert_int_equal(vmmu_kvm_translate(g.vcpu, gva, &kvm_gpa, &kvm_valid), 0);
-			assert_true(out == VMMU_WALK_OK || out == VMMU_WALK_PAGE_FAULT);
-			if (kvm_valid != (out == VMMU_WALK_OK) || (kvm_valid && kvm_gpa != res.gpa))
-				fail_msg("gva 0x%llx: KVM says %d/0x%llx, walker %d/0x%llx", (unsigned long long)gva,
-					 kvm_valid, (unsigned long long)kvm_gpa, out, (unsigned long long)res.gpa);
-			valid += kvm_valid;
-			total++;
-		}
-	}
-	printf("walker and KVM_TRANSLATE agree on %u GVAs (%u valid)\n", total, valid);
-	guest_destroy(&g);
+	compare_with_kvm(by_walker, "libvmmu walker");
 }
 
 /* "walker" as the argument: the walker comparison (exit 77 without the walker); else the reference one. */
