@@ -205,14 +205,7 @@ int main(int argc, char **argv)
 
 	guest_skip_without_kvm();
 	if (argc > 1 && !strcmp(argv[1], "walker")) {
-		struct vmmu_vm_caps caps = { .size = sizeof(caps) };
-		struct vmmu_vm *vm;
-
-		if (vmmu_vm_create(&vm, "kvm", NULL) || vmmu_vm_get_caps(vm, &caps))
-			return 1;
-		vmmu_vm_destroy(vm);
-		if (!(caps.flags & VMMU_CAP_TRANSLATE))
-			test_skip_all("this library was built without the guest page walker (src/paging.c)");
+		guest_skip_without_walker();
 		return cmocka_run_group_tests(walker, NULL, NULL);
 	}
 	return cmocka_run_group_tests(ref, NULL, NULL);
