@@ -1,0 +1,1031 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Guest paging contexts and the walker (SDM vol. 3A ch. 4, vol. 3C ch. 29; AMD APM vol. 2 ch. 15.25).
+ *
+ * A context precomputes from the registers everything a walk would otherwise
+ * re-derive: reserved-bit masks per level and per PS bit (one AND per entry),
+ * a 16-byte permission table indexed by error-code bits 4:1 whose bit N says
+ * "an access with these error-code bits to a translation whose effective
+ * VMMU_ACC_* value is N faults" (the RSVD slot of the index is reused for
+ * "SMAP overridden by EFLAGS.AC"), and a 32-bit protection-key mask.
+ *
+ * One walker, walk_stage(), serves every format: it is inlined into thin
+ * wrappers with constant arguments (4-byte entries or not, EPT or not, nested
+ * or not), so each wrapper compiles to a loop without format tests.
+ *
+ * A/D bits: a walk records the entries that need A (every level) or D (the
+ * leaf, for a write), of both stages, and writes them with compare-and-swap
+ * only once the whole walk has succeeded. A lost race restarts the walk.
+ */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libvmmu/paging.h>
+
+#include "internal.h"
+#include "memslot_internal.h"
+
+#define PT_P  BIT_ULL(0)
+#define PT_W  BIT_ULL(1)
+#define PT_U  BIT_ULL(2)
+#define PT_A  BIT_ULL(5)
+#define PT_D  BIT_ULL(6)
+#define PT_PS BIT_ULL(7)
+#define PT_NX BIT_ULL(63)
+
+#define EPT_R   BIT_ULL(0)
+#define EPT_W   BIT_ULL(1)
+#define EPT_X   BIT_ULL(2)
+#define EPT_RWX (EPT_R | EPT_W | EPT_X)
+#define EPT_A   BIT_ULL(8)
+#define EPT_D   BIT_ULL(9)
+
+#define EPTP_AD       BIT_ULL(6)
+#define EPTP_RESERVED (BIT_ULL(7) | GENMASK_ULL(11, 8))
+
+#define ADDR64_MASK GENMASK_ULL(51, 12)
+#define ADDR32_MASK 0xfffff000ULL
+
+/* Error-code bits that index the permission table, and the slot SMAP's override borrows. */
+#define PFEC_INDEX_BITS (VMMU_PFERR_WRITE | VMMU_PFERR_USER | VMMU_PFERR_RSVD | VMMU_PFERR_FETCH)
+#define PFEC_SMAP_OVERRIDE VMMU_PFERR_RSVD
+
+/* Lost A/D races before a walk gives up with -ELOOP. */
+#define AD_RETRIES 64
+
+enum ctx_kind { KIND_GUEST, KIND_EPT, KIND_NPT };
+
+struct vmmu_paging {
+	/* read by every walk */
+	const struct vmmu_memslots *mem;
+	struct vmmu_paging *nested;   /* second stage of a 2-D walk, or NULL */
+	uint8_t root_level;           /* 0: paging off; 2..5 */
+	uint8_t kind;                 /* enum ctx_kind */
+	bool pte32;                   /* 4-byte entries, 10-bit indices */
+	bool pae;                     /* level 3 comes from the PDPTE registers */
+	bool ad;                      /* A/D bits are maintained */
+	bool fetch_ec;                /* I/D is reported in error codes (NXE or SMEP) */
+	bool nxe;                     /* bit 63 is XD */
+	bool smap_ac;                 /* EFLAGS.AC */
+	uint8_t va_bits;              /* canonical width (48 or 57) for 4-/5-level; 0 for none */
+	uint64_t ps_mask;             /* PT_PS where bit 7 can mean "page size"; 0 for 32-bit without PSE */
+	uint64_t root;                /* GPA of the root table (PAE: of the PDPT) */
+	uint64_t addr_mask;           /* address bits of a table entry */
+	uint64_t nx_flip;             /* PT_NX when NX is in use: AND of (pte ^ flip) gives "executable" */
+	uint64_t rsvd[2][VMMU_WALK_MAX_LEVELS]; /* [bit 7 set][level - 1] */
+	uint64_t bad_mt_xwr;          /* EPT: bit (pte & 63) set = misconfigured combination */
+	uint64_t pdptrs[4];
+	uint8_t permissions[16];
+	uint32_t pkru_mask;
+	uint32_t pkru;
+	enum vmmu_paging_mode mode;
+
+	/* what the context was built from */
+	struct vmmu_paging_regs regs;
+	uint32_t ept_flags;
+	uint8_t maxphyaddr;
+};
+
+/* ---- building contexts ---- */
+
+static uint64_t high_bits(unsigned int from, unsigned int to)
+{
+	return from > to ? 0 : GENMASK_ULL(to, from);
+}
+
+/*
+ * The permission table for first-stage (and NPT) formats, from the rules of
+ * SDM 4.6. Index: error-code bits 4:1 (W, U, SMAP-override, F). Bit @acc of a
+ * byte: an access of that kind to a translation with effective access @acc faults.
+ */
+static void build_permissions(uint8_t perm[16], bool wp, bool nxe, bool smep, bool smap)
+{
+	for (unsigned int idx = 0; idx < 16; idx++) {
+		uint64_t pfec = (uint64_t)idx << 1;
+		bool write = pfec & VMMU_PFERR_WRITE, user = pfec & VMMU_PFERR_USER;
+		bool fetch = pfec & VMMU_PFERR_FETCH, ac = pfec & PFEC_SMAP_OVERRIDE;
+		uint8_t byte = 0;
+
+		for (unsigned int acc = 0; acc < 8; acc++) {
+			bool x = acc & VMMU_ACC_EXEC, w = acc & VMMU_ACC_WRITE, u = acc & VMMU_ACC_USER;
+			bool fault = false;
+
+			if (fetch && nxe && !x)
+				fault = true;
+			if (user) {
+				fault |= !u || (write && !w);
+			} else {
+				fault |= write && wp && !w;
+				fault |= fetch && smep && u;
+				fault |= !fetch && smap && u && !ac;
+			}
+			byte |= (uint8_t)(fault << acc);
+		}
+		perm[idx] = byte;
+	}
+}
+
+/*
+ * Two bits per slot: bit 0 "check the key's AD", bit 1 "check its WD". Slot =
+ * error-code bits 4:1 with the RSVD position replaced by the leaf's effective U.
+ * Keys apply to data accesses to user-mode addresses; WD blocks user writes,
+ * and supervisor writes only with CR0.WP.
+ */
+static uint32_t build_pkru_mask(bool wp)
+{
+	uint32_t mask = 0;
+
+	for (unsigned int idx = 0; idx < 16; idx++) {
+		uint64_t pfec = (uint64_t)idx << 1;
+		bool write = pfec & VMMU_PFERR_WRITE, user = pfec & VMMU_PFERR_USER;
+		bool user_page = pfec & VMMU_PFERR_RSVD, fetch = pfec & VMMU_PFERR_FETCH;
+		bool ad = !fetch && user_page;
+		bool wd = ad && write && (user || wp);
+
+		mask |= (uint32_t)(ad | (wd << 1)) << (idx * 2);
+	}
+	return mask;
+}
+
+/* Reserved bits of 4-/5-level entries (also NPT). */
+static void rsvd_64(uint64_t rsvd[2][5], unsigned int maxphy, bool nxe, bool gbpages, bool amd)
+{
+	uint64_t high = high_bits(maxphy, 51) | (nxe ? 0 : PT_NX);
+	uint64_t top = high | PT_PS | (amd ? BIT_ULL(8) : 0);
+
+	rsvd[0][4] = rsvd[1][4] = top;
+	rsvd[0][3] = rsvd[1][3] = top;
+	rsvd[0][2] = high;
+	rsvd[1][2] = gbpages ? high | GENMASK_ULL(29, 13) : high | PT_PS;
+	rsvd[0][1] = high;
+	rsvd[1][1] = high | GENMASK_ULL(20, 13);
+	rsvd[0][0] = rsvd[1][0] = high; /* bit 7 of a PTE is PAT */
+}
+
+static void rsvd_pae(uint64_t rsvd[2][5], unsigned int maxphy, bool nxe)
+{
+	uint64_t high = high_bits(maxphy, 62) | (nxe ? 0 : PT_NX);
+
+	memset(rsvd, 0, sizeof(uint64_t) * 2 * 5);
+	rsvd[0][1] = high;
+	rsvd[1][1] = high | GENMASK_ULL(20, 13);
+	rsvd[0][0] = rsvd[1][0] = high;
+}
+
+/* PDPTE registers (PAE): bits 2:1, 8:5, 63 and 62:M are reserved. */
+static uint64_t rsvd_pdpte(unsigned int maxphy)
+{
+	return GENMASK_ULL(2, 1) | GENMASK_ULL(8, 5) | PT_NX | high_bits(maxphy, 62);
+}
+
+static void rsvd_32(uint64_t rsvd[2][5], unsigned int maxphy)
+{
+	memset(rsvd, 0, sizeof(uint64_t) * 2 * 5);
+	/* 4 MiB PDE: PA bits 39:32 sit in bits 20:13; bit 21 is reserved. */
+	rsvd[1][1] = BIT_ULL(21) | (maxphy < 40 ? GENMASK_ULL(20, maxphy - 19) : 0);
+}
+
+static void rsvd_ept(uint64_t rsvd[2][5], unsigned int maxphy, uint32_t flags)
+{
+	uint64_t high = high_bits(maxphy, 51);
+
+	rsvd[0][4] = rsvd[1][4] = high | GENMASK_ULL(7, 3);
+	rsvd[0][3] = rsvd[1][3] = high | GENMASK_ULL(7, 3);
+	rsvd[0][2] = high | GENMASK_ULL(6, 3);
+	rsvd[1][2] = (flags & VMMU_EPT_F_1G) ? high | GENMASK_ULL(29, 12) : high | GENMASK_ULL(7, 3);
+	rsvd[0][1] = high | GENMASK_ULL(6, 3);
+	rsvd[1][1] = (flags & VMMU_EPT_F_NO_2M) ? high | GENMASK_ULL(7, 3) : high | GENMASK_ULL(20, 12);
+	rsvd[0][0] = rsvd[1][0] = high; /* bit 7 of an EPT PTE is ignored */
+}
+
+/* EPT combinations of memory type (5:3) and XWR (2:0) that are misconfigurations. */
+static uint64_t build_bad_mt_xwr(bool execonly)
+{
+	uint64_t bad = 0;
+
+	for (unsigned int i = 0; i < 64; i++) {
+		unsigned int mt = i >> 3, xwr = i & 7;
+
+		if (mt == 2 || mt == 3 || mt == 7 || xwr == 2 || xwr == 6 || (xwr == 4 && !execonly))
+			bad |= BIT_ULL(i);
+	}
+	return bad;
+}
+
+static int check_maxphyaddr(unsigned int m)
+{
+	if (m < 32 || m > 52) {
+		log_err("paging: MAXPHYADDR %u outside 32..52", m);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static enum vmmu_paging_mode regs_mode(const struct vmmu_paging_regs *r)
+{
+	if (!(r->cr0 & VMMU_CR0_PG))
+		return VMMU_PAGING_OFF;
+	if (!(r->cr4 & VMMU_CR4_PAE))
+		return VMMU_PAGING_32BIT;
+	if (!(r->efer & VMMU_EFER_LMA))
+		return VMMU_PAGING_PAE;
+	return (r->cr4 & VMMU_CR4_LA57) ? VMMU_PAGING_5LEVEL : VMMU_PAGING_4LEVEL;
+}
+
+static int check_regs(const struct vmmu_paging_regs *r)
+{
+	int ret = check_maxphyaddr(r->maxphyaddr);
+
+	if (ret)
+		return ret;
+	if ((r->efer & VMMU_EFER_LMA) &&
+	    (!(r->efer & VMMU_EFER_LME) || !(r->cr4 & VMMU_CR4_PAE) || !(r->cr0 & VMMU_CR0_PG))) {
+		log_err("paging: EFER.LMA without LME, CR4.PAE and CR0.PG (efer 0x%llx cr0 0x%llx cr4 0x%llx)",
+			(unsigned long long)r->efer, (unsigned long long)r->cr0, (unsigned long long)r->cr4);
+		return -EINVAL;
+	}
+	if ((r->efer & VMMU_EFER_LME) && (r->cr0 & VMMU_CR0_PG) && !(r->efer & VMMU_EFER_LMA)) {
+		log_err("paging: EFER.LME with CR0.PG but LMA clear");
+		return -EINVAL;
+	}
+	if (r->flags & ~(VMMU_PAGING_F_GBPAGES | VMMU_PAGING_F_AMD | VMMU_PAGING_F_PDPTRS)) {
+		log_err("paging: unknown flags 0x%x", r->flags);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int translate_gpa_noad(struct vmmu_paging *tdp, vmmu_gpa_t gpa, vmmu_gpa_t *out);
+
+/* Load the PDPTE registers from the PDPT at CR3, as MOV CR3 does in PAE mode. */
+static int load_pdptrs(struct vmmu_paging *c)
+{
+	uint64_t bad = rsvd_pdpte(c->maxphyaddr);
+	vmmu_gpa_t gpa = c->root;
+
+	if (c->regs.flags & VMMU_PAGING_F_PDPTRS) {
+		memcpy(c->pdptrs, c->regs.pdptrs, sizeof(c->pdptrs));
+	} else {
+		if (c->nested && translate_gpa_noad(c->nested, gpa, &gpa)) {
+			log_err("paging: PAE PDPT at 0x%llx does not translate through the second stage",
+				(unsigned long long)c->root);
+			return -EFAULT;
+		}
+		if (vmmu_memslots_read(c->mem, gpa, c->pdptrs, sizeof(c->pdptrs))) {
+			log_err("paging: PAE PDPT at 0x%llx is not in guest memory", (unsigned long long)gpa);
+			return -EFAULT;
+		}
+	}
+	for (unsigned int i = 0; i < 4; i++) {
+		if ((c->pdptrs[i] & PT_P) && (c->pdptrs[i] & bad)) {
+			log_err("paging: PDPTE %u = 0x%llx has reserved bits set", i,
+				(unsigned long long)c->pdptrs[i]);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* Fill @c (mem and nested already set) from @r. */
+static int build_guest(struct vmmu_paging *c, const struct vmmu_paging_regs *r)
+{
+	enum vmmu_paging_mode mode = regs_mode(r);
+	unsigned int m = r->maxphyaddr;
+	bool lma = mode == VMMU_PAGING_4LEVEL || mode == VMMU_PAGING_5LEVEL;
+	bool wp = r->cr0 & VMMU_CR0_WP, smep = r->cr4 & VMMU_CR4_SMEP, smap = r->cr4 & VMMU_CR4_SMAP;
+	bool old_pdptrs = c->pae && c->regs.cr3 == r->cr3 && !((c->regs.flags ^ r->flags) & VMMU_PAGING_F_PDPTRS) &&
+			  c->maxphyaddr == m && !memcmp(c->regs.pdptrs, r->pdptrs, sizeof(r->pdptrs));
+
+	c->kind = KIND_GUEST;
+	c->mode = mode;
+	c->regs = *r;
+	c->maxphyaddr = (uint8_t)m;
+	c->ad = true;
+	c->nxe = (r->efer & VMMU_EFER_NXE) && mode >= VMMU_PAGING_PAE;
+	c->nx_flip = c->nxe ? PT_NX : 0;
+	c->fetch_ec = c->nxe || smep;
+	c->smap_ac = r->rflags & VMMU_RFLAGS_AC;
+	c->pte32 = mode == VMMU_PAGING_32BIT;
+	c->pae = mode == VMMU_PAGING_PAE;
+	c->va_bits = mode == VMMU_PAGING_5LEVEL ? 57 : mode == VMMU_PAGING_4LEVEL ? 48 : 0;
+	c->ps_mask = PT_PS;
+	c->addr_mask = ADDR64_MASK;
+	c->bad_mt_xwr = 0;
+	c->pkru = r->pkru;
+	c->pkru_mask = (lma && (r->cr4 & VMMU_CR4_PKE)) ? build_pkru_mask(wp) : 0;
+	build_permissions(c->permissions, wp, c->nxe, smep, smap);
+
+	switch (mode) {
+	case VMMU_PAGING_OFF:
+		c->root_level = 0;
+		c->root = 0;
+		break;
+	case VMMU_PAGING_32BIT:
+		c->root_level = 2;
+		c->root = r->cr3 & ADDR32_MASK;
+		c->addr_mask = ADDR32_MASK;
+		c->ps_mask = (r->cr4 & VMMU_CR4_PSE) ? PT_PS : 0;
+		rsvd_32(c->rsvd, m);
+		break;
+	case VMMU_PAGING_PAE:
+		c->root_level = 3;
+		c->root = r->cr3 & GENMASK_ULL(31, 5);
+		rsvd_pae(c->rsvd, m, c->nxe);
+		if (!old_pdptrs)
+			return load_pdptrs(c);
+		break;
+	default:
+		c->root_level = mode == VMMU_PAGING_5LEVEL ? 5 : 4;
+		c->root = r->cr3 & high_bits(12, m - 1);
+		rsvd_64(c->rsvd, m, c->nxe, r->flags & VMMU_PAGING_F_GBPAGES, r->flags & VMMU_PAGING_F_AMD);
+		break;
+	}
+	return 0;
+}
+
+int vmmu_paging_create(struct vmmu_paging **out, const struct vmmu_memslots *mem,
+		       const struct vmmu_paging_regs *regs)
+{
+	struct vmmu_paging *c;
+	int ret;
+
+	if (!out || !mem || !regs) {
+		log_err("paging: create with a NULL argument");
+		return -EINVAL;
+	}
+	ret = check_regs(regs);
+	if (ret)
+		return ret;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->mem = mem;
+	ret = build_guest(c, regs);
+	if (ret) {
+		free(c);
+		return ret;
+	}
+	*out = c;
+	return 0;
+}
+
+int vmmu_paging_update(struct vmmu_paging *ctx, const struct vmmu_paging_regs *regs)
+{
+	struct vmmu_paging tmp;
+	int ret;
+
+	if (!ctx || !regs || ctx->kind != KIND_GUEST) {
+		log_err("paging: update needs a first-stage context and registers");
+		return -EINVAL;
+	}
+	ret = check_regs(regs);
+	if (ret)
+		return ret;
+	/* Only a register write that changes nothing is free: the rebuild is ~150 ns. */
+	if (!memcmp(&ctx->regs, regs, sizeof(*regs)))
+		return 0;
+	tmp = *ctx;
+	ret = build_guest(&tmp, regs);
+	if (ret)
+		return ret;
+	*ctx = tmp;
+	return 0;
+}
+
+int vmmu_paging_create_ept(struct vmmu_paging **out, const struct vmmu_memslots *mem,
+			   const struct vmmu_ept_config *cfg)
+{
+	struct vmmu_paging *c;
+	unsigned int len;
+	int ret;
+
+	if (!out || !mem || !cfg) {
+		log_err("paging: create with a NULL argument");
+		return -EINVAL;
+	}
+	ret = check_maxphyaddr(cfg->maxphyaddr);
+	if (ret)
+		return ret;
+	len = ((cfg->eptp >> 3) & 7) + 1;
+	if (len != 4 && len != 5) {
+		log_err("paging: EPTP 0x%llx walk length %u is not 4 or 5", (unsigned long long)cfg->eptp, len);
+		return -EINVAL;
+	}
+	if ((cfg->eptp & 7) != 0 && (cfg->eptp & 7) != 6) {
+		log_err("paging: EPTP 0x%llx memory type is not UC or WB", (unsigned long long)cfg->eptp);
+		return -EINVAL;
+	}
+	if (cfg->eptp & (EPTP_RESERVED | high_bits(cfg->maxphyaddr, 63))) {
+		log_err("paging: EPTP 0x%llx has reserved bits set", (unsigned long long)cfg->eptp);
+		return -EINVAL;
+	}
+	if (cfg->flags & ~(VMMU_EPT_F_EXECONLY | VMMU_EPT_F_1G | VMMU_EPT_F_NO_2M)) {
+		log_err("paging: unknown EPT flags 0x%x", cfg->flags);
+		return -EINVAL;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->mem = mem;
+	c->kind = KIND_EPT;
+	c->mode = len == 5 ? VMMU_PAGING_EPT5 : VMMU_PAGING_EPT4;
+	c->root_level = (uint8_t)len;
+	c->root = cfg->eptp & ADDR64_MASK;
+	c->ad = cfg->eptp & EPTP_AD;
+	c->ps_mask = PT_PS;
+	c->addr_mask = ADDR64_MASK;
+	c->maxphyaddr = cfg->maxphyaddr;
+	c->ept_flags = cfg->flags;
+	rsvd_ept(c->rsvd, cfg->maxphyaddr, cfg->flags);
+	c->bad_mt_xwr = build_bad_mt_xwr(cfg->flags & VMMU_EPT_F_EXECONLY);
+	*out = c;
+	return 0;
+}
+
+int vmmu_paging_create_npt(struct vmmu_paging **out, const struct vmmu_memslots *mem,
+			   const struct vmmu_npt_config *cfg)
+{
+	struct vmmu_paging *c;
+	int ret;
+
+	if (!out || !mem || !cfg) {
+		log_err("paging: create with a NULL argument");
+		return -EINVAL;
+	}
+	ret = check_maxphyaddr(cfg->maxphyaddr);
+	if (ret)
+		return ret;
+	if (cfg->levels != 4 && cfg->levels != 5) {
+		log_err("paging: NPT with %u levels (4 or 5 exist)", cfg->levels);
+		return -EINVAL;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->mem = mem;
+	c->kind = KIND_NPT;
+	c->mode = cfg->levels == 5 ? VMMU_PAGING_5LEVEL : VMMU_PAGING_4LEVEL;
+	c->root_level = cfg->levels;
+	c->root = cfg->ncr3 & high_bits(12, cfg->maxphyaddr - 1);
+	c->ad = true;
+	c->nxe = cfg->nxe;
+	c->nx_flip = c->nxe ? PT_NX : 0;
+	c->fetch_ec = c->nxe;
+	c->ps_mask = PT_PS;
+	c->addr_mask = ADDR64_MASK;
+	c->maxphyaddr = cfg->maxphyaddr;
+	rsvd_64(c->rsvd, cfg->maxphyaddr, c->nxe, cfg->gbpages, true);
+	/* every NPT access is a user access: CR0.WP, SMEP and SMAP do not matter */
+	build_permissions(c->permissions, true, c->nxe, false, false);
+	*out = c;
+	return 0;
+}
+
+void vmmu_paging_destroy(struct vmmu_paging *ctx)
+{
+	free(ctx);
+}
+
+enum vmmu_paging_mode vmmu_paging_get_mode(const struct vmmu_paging *ctx)
+{
+	return ctx ? ctx->mode : VMMU_PAGING_OFF;
+}
+
+int vmmu_paging_set_nested(struct vmmu_paging *ctx, struct vmmu_paging *second_stage)
+{
+	struct vmmu_paging tmp;
+	int ret;
+
+	if (!ctx || ctx->kind != KIND_GUEST) {
+		log_err("paging: set_nested needs a first-stage context");
+		return -EINVAL;
+	}
+	if (second_stage && second_stage->kind == KIND_GUEST) {
+		log_err("paging: set_nested: %p is not an EPT or NPT context", (void *)second_stage);
+		return -EINVAL;
+	}
+	tmp = *ctx;
+	tmp.nested = second_stage;
+	/* PDPTE registers loaded from memory come through the new second stage */
+	if (tmp.pae && !(tmp.regs.flags & VMMU_PAGING_F_PDPTRS)) {
+		ret = load_pdptrs(&tmp);
+		if (ret)
+			return ret;
+	}
+	*ctx = tmp;
+	return 0;
+}
+
+/* ---- walking ---- */
+
+/* Accessed/dirty bits to set once the walk has succeeded. */
+struct ad_rec {
+	void *hva;
+	uint64_t old, set;
+	uint64_t *report; /* the entry's copy in the result, or NULL */
+	bool pte32;
+};
+
+#define AD_MAX (VMMU_WALK_MAX_LEVELS * (VMMU_WALK_MAX_LEVELS + 2))
+
+struct ad_list {
+	unsigned int n;
+	struct ad_rec r[AD_MAX];
+};
+
+/* One stage's walk over its tables. */
+struct stage {
+	uint64_t gpte[VMMU_WALK_MAX_LEVELS];
+	vmmu_gpa_t gpte_gpa[VMMU_WALK_MAX_LEVELS];
+	void *hva[VMMU_WALK_MAX_LEVELS]; /* where each entry lives; NULL: not writable */
+	uint64_t acc;                    /* AND of the entries (NX flipped to "executable") */
+	vmmu_gpa_t out;                  /* translation */
+	uint64_t page_size;
+	unsigned int level;              /* leaf level, or where the walk stopped */
+	unsigned int top;                /* first level read */
+};
+
+/* Why a stage stopped. */
+enum stop {
+	STOP_LEAF,        /* found the leaf; permissions not checked yet */
+	STOP_NOT_PRESENT, /* not present, or the table is not in guest memory */
+	STOP_RSVD,        /* reserved bit (EPT: misconfiguration) */
+	STOP_NESTED,      /* a table access faulted in the second stage: see the fault */
+};
+
+/* A second-stage fault, before the first stage adds what it knows (GVA, final or not). */
+struct tdp_fault {
+	int outcome;   /* VMMU_WALK_EPT_VIOLATION, _EPT_MISCONFIG or _NPF */
+	uint64_t code; /* EPT qualification bits 5:0, or NPF error code bits 31:0 */
+	vmmu_gpa_t gpa;
+	unsigned int level;
+};
+
+static int tdp_translate(struct vmmu_paging *tdp, vmmu_gpa_t gpa, uint64_t pfec, struct ad_list *ad,
+			 struct stage *s, struct tdp_fault *f, uint64_t *report);
+
+static inline uint64_t load_entry(const void *p, bool pte32)
+{
+	if (pte32)
+		return __atomic_load_n((const uint32_t *)p, __ATOMIC_RELAXED);
+	return __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED);
+}
+
+static inline bool gpte_is_present(uint64_t pte, bool ept)
+{
+	return ept ? (pte & EPT_RWX) != 0 : (pte & PT_P) != 0;
+}
+
+/*
+ * Walk @ctx's tables for @addr. The arguments after @ad are constants in each
+ * caller, so every use compiles to a loop for one format. @table_pfec is the
+ * access each table read makes in the second stage (nested only).
+ */
+static inline __attribute__((always_inline)) enum stop
+walk_stage(const struct vmmu_paging *ctx, uint64_t addr, struct stage *s, struct ad_list *ad, uint64_t table_pfec,
+	   struct tdp_fault *nf, const bool pte32, const bool ept, const bool nested)
+{
+	const unsigned int bits = pte32 ? 10 : 9;
+	const struct memslot *slot = NULL;
+	unsigned int level = ctx->root_level;
+	vmmu_gpa_t table = ctx->root;
+	uint64_t acc = ~0ULL, pte;
+
+	s->top = level;
+	if (!ept && !pte32 && ctx->pae) {
+		/* PAE: level 3 is a PDPTE register, with no permission bits and no A bit to set */
+		unsigned int i = (addr >> 30) & 3;
+
+		pte = ctx->pdptrs[i];
+		s->gpte[2] = pte;
+		s->gpte_gpa[2] = table + i * 8;
+		s->hva[2] = NULL;
+		if (!(pte & PT_P)) {
+			s->level = 3;
+			return STOP_NOT_PRESENT;
+		}
+		table = pte & ctx->addr_mask;
+		level = 2;
+	}
+	for (;; level--) {
+		unsigned int shift = VMMU_PAGE_SHIFT + (level - 1) * bits;
+		vmmu_gpa_t gpa = table + ((addr >> shift) & ((1u << bits) - 1)) * (pte32 ? 4 : 8);
+		vmmu_gpa_t hgpa = gpa;
+		struct stage ns;
+		vmmu_gfn_t gfn;
+		uint8_t *p;
+		uint64_t ps;
+
+		s->level = level;
+		s->gpte_gpa[level - 1] = gpa;
+		s->gpte[level - 1] = 0;
+		s->hva[level - 1] = NULL;
+		if (nested && ctx->nested) {
+			if (tdp_translate(ctx->nested, gpa, table_pfec, ad, &ns, nf, NULL))
+				return STOP_NESTED;
+			hgpa = ns.out;
+		}
+		gfn = hgpa >> VMMU_PAGE_SHIFT;
+		if (!slot || gfn - slot->base_gfn >= slot->npages) {
+			slot = memslot_lookup(ctx->mem, gfn);
+			if (unlikely(!slot))
+				return STOP_NOT_PRESENT;
+		}
+		p = slot->hva + ((gfn - slot->base_gfn) << VMMU_PAGE_SHIFT) + (hgpa & (VMMU_PAGE_SIZE - 1));
+		pte = load_entry(p, pte32);
+		s->gpte[level - 1] = pte;
+		s->hva[level - 1] = (slot->flags & VMMU_MEMSLOT_READONLY) ? NULL : p;
+		if (unlikely(!gpte_is_present(pte, ept))) {
+			s->acc = 0;
+			return STOP_NOT_PRESENT;
+		}
+		ps = (pte & ctx->ps_mask) >> 7;
+		if (unlikely(pte & ctx->rsvd[ps][level - 1]))
+			return STOP_RSVD;
+		if (ept && unlikely((ctx->bad_mt_xwr >> (pte & 63)) & 1))
+			return STOP_RSVD;
+		acc &= pte ^ ctx->nx_flip;
+		if (ps || level == 1)
+			break;
+		table = pte & ctx->addr_mask;
+	}
+	s->acc = acc;
+	if (pte32 && level == 2) {
+		s->page_size = 1ULL << 22;
+		s->out = (pte & GENMASK_ULL(31, 22)) | ((pte & GENMASK_ULL(20, 13)) << 19) |
+			 (addr & GENMASK_ULL(21, 0));
+	} else {
+		s->page_size = 1ULL << (VMMU_PAGE_SHIFT + (level - 1) * 9);
+		s->out = (pte & ctx->addr_mask & ~(s->page_size - 1)) | (addr & (s->page_size - 1));
+	}
+	return STOP_LEAF;
+}
+
+/* Effective VMMU_ACC_* of an x86-format path from the AND of its entries. */
+static inline unsigned int x86_acc(const struct vmmu_paging *ctx, uint64_t and)
+{
+	return (unsigned int)(and & (PT_W | PT_U)) | (unsigned int)((and >> 63) | !ctx->nxe);
+}
+
+/* Effective VMMU_ACC_* of an EPT path: R is reported as VMMU_ACC_USER. */
+static inline unsigned int ept_acc(uint64_t and)
+{
+	return (unsigned int)(((and & EPT_R) ? VMMU_ACC_USER : 0) | ((and & EPT_W) ? VMMU_ACC_WRITE : 0) |
+			      ((and & EPT_X) ? VMMU_ACC_EXEC : 0));
+}
+
+/* Record A on every entry read and D on the leaf (for a write) where they are clear. */
+static void record_ad(struct ad_list *ad, const struct stage *s, bool write, uint64_t a_bit, uint64_t d_bit,
+		      bool pte32, uint64_t *report)
+{
+	for (unsigned int l = s->top; l >= s->level && l >= 1; l--) {
+		uint64_t want = a_bit | (l == s->level && write ? d_bit : 0);
+		uint64_t pte = s->gpte[l - 1];
+		struct ad_rec *r;
+		unsigned int i;
+
+		if (!s->hva[l - 1] || (pte & want) == want)
+			continue;
+		for (i = 0; i < ad->n; i++)
+			if (ad->r[i].hva == s->hva[l - 1])
+				break;
+		r = &ad->r[i];
+		if (i == ad->n) {
+			if (ad->n == AD_MAX)
+				continue;
+			ad->n++;
+			*r = (struct ad_rec){ .hva = s->hva[l - 1], .old = pte, .pte32 = pte32,
+					      .report = report ? &report[l - 1] : NULL };
+		}
+		r->set |= want & ~pte;
+	}
+}
+
+/* Write the recorded bits. Returns false if an entry changed since it was read. */
+static bool apply_ad(struct ad_list *ad)
+{
+	for (unsigned int i = 0; i < ad->n; i++) {
+		struct ad_rec *r = &ad->r[i];
+		bool ok;
+
+		if (r->pte32) {
+			uint32_t old = (uint32_t)r->old;
+
+			ok = __atomic_compare_exchange_n((uint32_t *)r->hva, &old, (uint32_t)(r->old | r->set), false,
+							 __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
+		} else {
+			uint64_t old = r->old;
+
+			ok = __atomic_compare_exchange_n((uint64_t *)r->hva, &old, r->old | r->set, false,
+							 __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
+		}
+		if (!ok)
+			return false;
+		if (r->report)
+			*r->report |= r->set;
+	}
+	return true;
+}
+
+/*
+ * Second stage: translate @gpa for an access with error-code bits @pfec (W, F;
+ * U is implied; for EPT, U with W marks a table access made as a write, which
+ * reports read and write), into @s. A/D bits go to @ad unless it is NULL;
+ * @report is the result's entry array for a second stage walked on its own.
+ */
+static int tdp_translate(struct vmmu_paging *tdp, vmmu_gpa_t gpa, uint64_t pfec, struct ad_list *ad,
+			 struct stage *s, struct tdp_fault *f, uint64_t *report)
+{
+	bool ept = tdp->kind == KIND_EPT;
+	bool write = pfec & VMMU_PFERR_WRITE;
+	unsigned int width = VMMU_PAGE_SHIFT + 9 * tdp->root_level;
+	enum stop stop;
+
+	if (unlikely(gpa >> width)) {
+		/* beyond what the tables translate: as a not-present root entry */
+		s->top = s->level = tdp->root_level;
+		s->acc = 0;
+		s->gpte[s->level - 1] = 0;
+		s->gpte_gpa[s->level - 1] = 0;
+		stop = STOP_NOT_PRESENT;
+	} else if (ept) {
+		stop = walk_stage(tdp, gpa, s, NULL, 0, NULL, false, true, false);
+	} else {
+		stop = walk_stage(tdp, gpa, s, NULL, 0, NULL, false, false, false);
+	}
+	f->gpa = gpa;
+	f->level = s->level;
+	if (ept) {
+		uint64_t kind = (pfec & VMMU_PFERR_FETCH) ? VMMU_EPT_QUAL_FETCH :
+				write ? VMMU_EPT_QUAL_WRITE : VMMU_EPT_QUAL_READ;
+		uint64_t need = (pfec & VMMU_PFERR_FETCH) ? EPT_X : write ? EPT_W : EPT_R;
+
+		if (stop == STOP_RSVD) {
+			f->outcome = VMMU_WALK_EPT_MISCONFIG;
+			f->code = 0;
+			return -1;
+		}
+		if (stop != STOP_LEAF || !(s->acc & need)) {
+			if (pfec & VMMU_PFERR_USER)
+				kind |= VMMU_EPT_QUAL_READ;
+			f->outcome = VMMU_WALK_EPT_VIOLATION;
+			f->code = kind | (stop == STOP_LEAF ? (s->acc & EPT_RWX) << 3 : 0);
+			return -1;
+		}
+		if (ad && tdp->ad)
+			record_ad(ad, s, write, EPT_A, EPT_D, false, report);
+	} else {
+		uint64_t code, ec_bits = VMMU_PFERR_USER | (pfec & VMMU_PFERR_WRITE);
+
+		if (tdp->fetch_ec)
+			ec_bits |= pfec & VMMU_PFERR_FETCH;
+		if (stop == STOP_RSVD) {
+			code = VMMU_PFERR_PRESENT | VMMU_PFERR_RSVD;
+		} else if (stop != STOP_LEAF) {
+			code = 0;
+		} else {
+			unsigned int idx = (unsigned int)((pfec | VMMU_PFERR_USER) & PFEC_INDEX_BITS) >> 1;
+
+			code = (tdp->permissions[idx] >> x86_acc(tdp, s->acc)) & 1;
+		}
+		if (stop != STOP_LEAF || code) {
+			f->outcome = VMMU_WALK_NPF;
+			f->code = code | ec_bits;
+			return -1;
+		}
+		if (ad)
+			record_ad(ad, s, write, PT_A, PT_D, false, report);
+	}
+	return 0;
+}
+
+/* A read through the second stage without side effects (PDPTE loads). */
+static int translate_gpa_noad(struct vmmu_paging *tdp, vmmu_gpa_t gpa, vmmu_gpa_t *out)
+{
+	struct tdp_fault f;
+	struct stage s;
+
+	if (tdp_translate(tdp, gpa, 0, NULL, &s, &f, NULL))
+		return -1;
+	*out = s.out;
+	return 0;
+}
+
+/* The access each guest table read makes in the second stage. */
+static uint64_t table_access(const struct vmmu_paging *tdp)
+{
+	if (!tdp || tdp->kind == KIND_NPT)
+		return VMMU_PFERR_WRITE | VMMU_PFERR_USER; /* NPT: guest table accesses are user writes */
+	/* EPT: reads, or writes when EPT A/D is on (USER marks "also a read" in the qualification) */
+	return tdp->ad ? VMMU_PFERR_WRITE | VMMU_PFERR_USER : 0;
+}
+
+/* Turn a second-stage fault into the walk's outcome. */
+static int report_tdp_fault(const struct vmmu_paging *ctx, const struct tdp_fault *f, bool final, bool gva_valid,
+			    vmmu_gva_t gva, struct vmmu_walk_result *res)
+{
+	res->level = (uint8_t)f->level;
+	res->fault_gpa = f->gpa;
+	switch (f->outcome) {
+	case VMMU_WALK_EPT_VIOLATION:
+		res->exit_qualification = f->code;
+		if (gva_valid) {
+			res->exit_qualification |= VMMU_EPT_QUAL_GVA_VALID | (final ? VMMU_EPT_QUAL_GVA_FINAL : 0);
+			res->cr2 = gva;
+		}
+		break;
+	case VMMU_WALK_NPF:
+		res->error_code = f->code | (final ? VMMU_PFERR_GUEST_FINAL : VMMU_PFERR_GUEST_PAGE);
+		break;
+	default:
+		break;
+	}
+	(void)ctx;
+	return f->outcome;
+}
+
+static bool is_canonical(uint64_t va, unsigned int bits)
+{
+	return (uint64_t)(((int64_t)va << (64 - bits)) >> (64 - bits)) == va;
+}
+
+/*
+ * One attempt at a first-stage walk. The format arguments are constants in
+ * each caller (see walk_guest_*), which lets the compiler specialise it.
+ */
+static inline __attribute__((always_inline)) int
+walk_guest(struct vmmu_paging *ctx, vmmu_gva_t gva, uint32_t access, struct vmmu_walk_result *res,
+	   struct ad_list *ad, const bool pte32, const bool nested)
+{
+	bool implicit = access & VMMU_WALK_IMPLICIT;
+	uint64_t pfec = access & (VMMU_WALK_WRITE | VMMU_WALK_USER | VMMU_WALK_FETCH);
+	struct tdp_fault nf;
+	struct stage s;
+	enum stop stop;
+	uint64_t code;
+	unsigned int acc, idx;
+
+	if (implicit)
+		pfec &= ~(uint64_t)VMMU_PFERR_USER;
+	if (!pte32 && ctx->va_bits && unlikely(!is_canonical(gva, ctx->va_bits)))
+		return VMMU_WALK_GP;
+	if (pte32 || ctx->pae)
+		gva &= 0xffffffffULL;
+
+	stop = walk_stage(ctx, gva, &s, ad, table_access(ctx->nested), &nf, pte32, false, nested);
+	res->levels = (uint8_t)(s.top - s.level + 1);
+	for (unsigned int l = s.level; l <= s.top; l++) {
+		res->gpte[l - 1] = s.gpte[l - 1];
+		res->gpte_gpa[l - 1] = s.gpte_gpa[l - 1];
+	}
+	res->level = (uint8_t)s.level;
+	if (unlikely(stop != STOP_LEAF)) {
+		if (stop == STOP_NESTED) {
+			res->levels--; /* the entry was never read */
+			return report_tdp_fault(ctx, &nf, false, true, gva, res);
+		}
+		code = stop == STOP_RSVD ? VMMU_PFERR_PRESENT | VMMU_PFERR_RSVD : 0;
+		goto fault;
+	}
+
+	acc = x86_acc(ctx, s.acc);
+	idx = (unsigned int)((pfec | (ctx->smap_ac && !implicit ? PFEC_SMAP_OVERRIDE : 0)) >> 1);
+	code = (ctx->permissions[idx] >> acc) & 1;
+	if (ctx->pkru_mask) {
+		uint64_t leaf = s.gpte[s.level - 1];
+		uint32_t pk = (ctx->pkru >> (((leaf >> 59) & 15) * 2)) & 3;
+		unsigned int slot = (unsigned int)(pfec >> 1) | ((acc & VMMU_ACC_USER) ? 4 : 0);
+
+		pk &= ctx->pkru_mask >> (slot * 2);
+		if (pk)
+			code |= VMMU_PFERR_PRESENT | VMMU_PFERR_PK;
+	}
+	if (unlikely(code))
+		goto fault;
+
+	res->gpa = s.out;
+	if (nested && ctx->nested) {
+		struct stage ns;
+
+		res->reserved[0] = s.out;
+		if (tdp_translate(ctx->nested, s.out, pfec & (VMMU_PFERR_WRITE | VMMU_PFERR_FETCH), ad, &ns, &nf, NULL))
+			return report_tdp_fault(ctx, &nf, true, true, gva, res);
+		res->gpa = ns.out;
+	}
+	res->page_size = s.page_size;
+	res->access = (uint16_t)acc;
+	if (ad && (!(s.acc & PT_A) || ((pfec & VMMU_PFERR_WRITE) && !(s.gpte[s.level - 1] & PT_D))))
+		record_ad(ad, &s, pfec & VMMU_PFERR_WRITE, PT_A, PT_D, pte32, res->gpte);
+	return VMMU_WALK_OK;
+
+fault:
+	res->error_code = code | (pfec & (VMMU_PFERR_WRITE | VMMU_PFERR_USER)) |
+			  (ctx->fetch_ec ? pfec & VMMU_PFERR_FETCH : 0);
+	res->cr2 = gva;
+	return VMMU_WALK_PAGE_FAULT;
+}
+
+static int walk_guest_64(struct vmmu_paging *ctx, vmmu_gva_t gva, uint32_t access, struct vmmu_walk_result *res,
+			 struct ad_list *ad)
+{
+	return walk_guest(ctx, gva, access, res, ad, false, false);
+}
+
+static int walk_guest_32(struct vmmu_paging *ctx, vmmu_gva_t gva, uint32_t access, struct vmmu_walk_result *res,
+			 struct ad_list *ad)
+{
+	return walk_guest(ctx, gva, access, res, ad, true, false);
+}
+
+static int walk_guest_nested(struct vmmu_paging *ctx, vmmu_gva_t gva, uint32_t access,
+			     struct vmmu_walk_result *res, struct ad_list *ad)
+{
+	if (ctx->pte32)
+		return walk_guest(ctx, gva, access, res, ad, true, true);
+	return walk_guest(ctx, gva, access, res, ad, false, true);
+}
+
+/* Paging off: GVA == GPA, then the second stage if any. */
+static int walk_off(struct vmmu_paging *ctx, vmmu_gva_t gva, uint32_t access, struct vmmu_walk_result *res,
+		    struct ad_list *ad)
+{
+	uint64_t pfec = access & (VMMU_WALK_WRITE | VMMU_WALK_FETCH);
+	struct tdp_fault nf;
+	struct stage ns;
+
+	res->gpa = gva;
+	if (ctx->nested) {
+		res->reserved[0] = gva;
+		if (tdp_translate(ctx->nested, gva, pfec, ad, &ns, &nf, NULL))
+			return report_tdp_fault(ctx, &nf, true, true, gva, res);
+		res->gpa = ns.out;
+	}
+	res->page_size = VMMU_PAGE_SIZE;
+	res->access = VMMU_ACC_ALL;
+	return VMMU_WALK_OK;
+}
+
+/* A second-stage context walked on its own: the GPA is the input, no GVA. */
+static int walk_tdp(struct vmmu_paging *ctx, vmmu_gva_t gpa, uint32_t access, struct vmmu_walk_result *res,
+		    struct ad_list *ad)
+{
+	uint64_t pfec = access & (VMMU_WALK_WRITE | VMMU_WALK_FETCH);
+	struct tdp_fault nf;
+	struct stage s;
+	int ret = VMMU_WALK_OK;
+
+	if (tdp_translate(ctx, gpa, pfec, ad, &s, &nf, res->gpte))
+		ret = report_tdp_fault(ctx, &nf, true, false, 0, res);
+	res->levels = (uint8_t)(s.top - s.level + 1);
+	for (unsigned int l = s.level; l <= s.top; l++) {
+		res->gpte[l - 1] = s.gpte[l - 1];
+		res->gpte_gpa[l - 1] = s.gpte_gpa[l - 1];
+	}
+	res->level = (uint8_t)s.level;
+	if (ret != VMMU_WALK_OK)
+		return ret;
+	res->gpa = s.out;
+	res->page_size = s.page_size;
+	res->access = (uint16_t)(ctx->kind == KIND_EPT ? ept_acc(s.acc) : x86_acc(ctx, s.acc));
+	return VMMU_WALK_OK;
+}
+
+#define WALK_ACCESS_ALL (VMMU_WALK_WRITE | VMMU_WALK_USER | VMMU_WALK_FETCH | VMMU_WALK_IMPLICIT | VMMU_WALK_NO_AD)
+
+int vmmu_walk(struct vmmu_paging *ctx, vmmu_gva_t gva, uint32_t access, struct vmmu_walk_result *res)
+{
+	int (*walk)(struct vmmu_paging *, vmmu_gva_t, uint32_t, struct vmmu_walk_result *, struct ad_list *);
+	struct ad_list ad;
+
+	if (unlikely(!ctx || !res || (access & ~WALK_ACCESS_ALL) ||
+		     (access & (VMMU_WALK_WRITE | VMMU_WALK_FETCH)) == (VMMU_WALK_WRITE | VMMU_WALK_FETCH))) {
+		log_err("paging: walk with a NULL argument or bad access 0x%x", access);
+		return -EINVAL;
+	}
+	if (ctx->kind != KIND_GUEST)
+		walk = walk_tdp;
+	else if (!ctx->root_level)
+		walk = walk_off;
+	else if (ctx->nested)
+		walk = walk_guest_nested;
+	else if (ctx->pte32)
+		walk = walk_guest_32;
+	else
+		walk = walk_guest_64;
+
+	for (unsigned int tries = 0; tries < AD_RETRIES; tries++) {
+		int ret;
+
+		memset(res, 0, sizeof(*res));
+		if (access & VMMU_WALK_NO_AD)
+			return walk(ctx, gva, access, res, NULL);
+		ad.n = 0;
+		ret = walk(ctx, gva, access, res, &ad);
+		if (ret != VMMU_WALK_OK || !ad.n || apply_ad(&ad))
+			return ret;
+	}
+	log_warn("paging: walk of 0x%llx lost the A/D race %u times", (unsigned long long)gva, AD_RETRIES);
+	return -ELOOP;
+}
