@@ -7,6 +7,7 @@
  * errno becomes -errno in exactly one place: kvm_ioctl().
  */
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -20,10 +21,13 @@
 
 #include <linux/kvm.h>
 
+#include <libvmmu/dirty.h>
 #include <libvmmu/kvm.h>
 
 #include "backend.h"
 #include "vmmu-features.h"
+
+static_assert(sizeof(struct vmmu_dirty_gfn) == sizeof(struct kvm_dirty_gfn), "ring entry layout");
 
 /* Newer than some installed headers. */
 #ifndef KVM_EXIT_MEMORY_FAULT
@@ -45,8 +49,8 @@ struct kvm_vcpu {
 	struct vmmu_vcpu base;
 	int fd;
 	struct kvm_run *run;
-	struct kvm_dirty_gfn *ring;
-	uint32_t ring_next;       /* next entry to harvest (free-running) */
+	struct kvm_dirty_gfn *ring;      /* KVM's ring, mmap'ed */
+	struct vmmu_dirty_ring *dring;   /* the consumer side of it (src/dirty.c) */
 	atomic_bool in_run;
 	pthread_t thread;         /* valid while in_run */
 };
@@ -334,6 +338,10 @@ static int kvm_vcpu_create(struct vmmu_vm *vm, uint32_t id, struct vmmu_vcpu **o
 			c->ring = NULL;
 			goto fail;
 		}
+		/* KVM produces; the dirty module harvests. 64 reserved entries, as KVM keeps without PML. */
+		ret = vmmu_dirty_ring_create(vm->opts.ring_entries, 64, c->ring, &c->dring);
+		if (ret)
+			goto fail;
 	}
 	ret = (int)KVM_IOCTL(c->fd, KVM_SET_CPUID2, k->cpuid);
 	if (ret)
@@ -341,6 +349,8 @@ static int kvm_vcpu_create(struct vmmu_vm *vm, uint32_t id, struct vmmu_vcpu **o
 	*out = &c->base;
 	return 0;
 fail:
+	if (c->ring)
+		munmap(c->ring, (size_t)vm->opts.ring_entries * sizeof(struct kvm_dirty_gfn));
 	if (c->run)
 		munmap(c->run, k->run_size);
 	close(c->fd);
@@ -353,11 +363,13 @@ static void kvm_vcpu_release(struct vmmu_vcpu *vcpu)
 	struct kvm_vcpu *c = to_kcpu(vcpu);
 	struct vmmu_vm *vm = vcpu->vm;
 
+	vmmu_dirty_ring_destroy(c->dring);
 	if (c->ring)
 		munmap(c->ring, (size_t)vm->opts.ring_entries * sizeof(struct kvm_dirty_gfn));
 	if (c->run)
 		munmap(c->run, to_kvm(vm)->run_size);
 	close(c->fd);
+	c->dring = NULL;
 	c->ring = NULL;
 	c->run = NULL;
 	c->fd = -1;
@@ -607,28 +619,20 @@ static int kvm_dirty_log_clear(struct vmmu_vm *vm, uint32_t id, uint64_t first_p
 	return (int)KVM_IOCTL(to_kvm(vm)->fd, KVM_CLEAR_DIRTY_LOG, &d);
 }
 
-/*
- * Take every dirty entry of the ring in order, from the fetch index until the
- * first entry KVM has not published. Called under vm->lock.
- */
+/* Take every dirty entry of the ring in order into the VM's per-slot logs. Called under vm->lock. */
 static int kvm_dirty_ring_harvest(struct vmmu_vcpu *vcpu)
 {
 	struct kvm_vcpu *c = to_kcpu(vcpu);
-	uint32_t mask = vcpu->vm->opts.ring_entries - 1;
-	int n = 0;
+	struct vmmu_dirty_gfn batch[128];
+	int n = 0, got;
 
-	for (;;) {
-		struct kvm_dirty_gfn *e = &c->ring[c->ring_next & mask];
-		uint32_t flags = __atomic_load_n(&e->flags, __ATOMIC_ACQUIRE);
-
-		if (!(flags & KVM_DIRTY_GFN_F_DIRTY))
-			break;
-		dirty_slot_set(vcpu->vm, e->slot & 0xffff, e->offset);
-		__atomic_store_n(&e->flags, KVM_DIRTY_GFN_F_RESET, __ATOMIC_RELEASE);
-		c->ring_next++;
-		n++;
-	}
-	return n;
+	do {
+		got = vmmu_dirty_ring_harvest(c->dring, batch, ARRAY_SIZE(batch));
+		for (int i = 0; i < got; i++)
+			dirty_slot_set(vcpu->vm, batch[i].slot & 0xffff, batch[i].offset);
+		n += got;
+	} while (got == (int)ARRAY_SIZE(batch));
+	return got < 0 ? got : n;
 }
 
 static int kvm_dirty_ring_reset(struct vmmu_vm *vm)
