@@ -688,7 +688,8 @@ int vmmu_vm_dirty_clear(struct vmmu_vm *vm, uint32_t id, uint64_t first_page, ui
 	if (ret)
 		return ret;
 	/* The VMM's marks in the range count as reported once the caller clears them. */
-	vmmu_dirty_bitmap_clear(d->bm, first_page, npages, bitmap, NULL, NULL);
+	if (atomic_load_explicit(&d->any, memory_order_acquire))
+		vmmu_dirty_bitmap_clear(d->bm, first_page, npages, bitmap, NULL, NULL);
 	return 0;
 }
 
