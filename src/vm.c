@@ -772,6 +772,10 @@ static int notifier_check(struct vmmu_vm *vm, const struct vmmu_notifier *n, con
 	}
 	NEED_OP(vm, notifier_add, what);
 	NEED_OP(vm, notifier_remove, what);
+	if (!(vm->caps.flags & VMMU_CAP_NOTIFIER)) {
+		log_err("vm: %s: the %s backend offers no notifiers on this host", what, vm->ops->name);
+		return -EOPNOTSUPP;
+	}
 	return 0;
 }
 

@@ -4,7 +4,8 @@
  * vCPUs, KVM_RUN, dirty logs (bitmap, manual protect, ring) and ioeventfds.
  * Written from Documentation/virt/kvm/api.rst.
  *
- * errno becomes -errno in exactly one place: kvm_ioctl().
+ * errno becomes -errno in exactly one place: sys_error(), which kvm_ioctl()
+ * (every ioctl) and the few open/mmap calls go through.
  */
 
 #include <assert.h>
@@ -58,17 +59,23 @@ struct kvm_vcpu {
 static inline struct kvm_vm *to_kvm(struct vmmu_vm *vm) { return (struct kvm_vm *)vm; }
 static inline struct kvm_vcpu *to_kcpu(struct vmmu_vcpu *v) { return (struct kvm_vcpu *)v; }
 
-/* The one place errno becomes -errno. */
+/* The one place errno becomes -errno; logs "@what: reason" unless @quiet. */
+static int sys_error(const char *what, bool quiet)
+{
+	int err = errno;
+
+	if (!quiet)
+		log_err("kvm: %s: %s", what, strerror(err));
+	return -err;
+}
+
 static long kvm_ioctl(int fd, unsigned long req, const char *name, uintptr_t arg)
 {
 	long ret = ioctl(fd, req, arg);
 
-	if (ret < 0) {
-		ret = -errno;
-		/* EINTR/EAGAIN from KVM_RUN are not failures; the caller decides. */
-		if (ret != -EINTR && ret != -EAGAIN)
-			log_err("kvm: %s: %s", name, strerror(errno));
-	}
+	/* EINTR/EAGAIN from KVM_RUN are not failures; the caller decides. */
+	if (ret < 0)
+		return sys_error(name, errno == EINTR || errno == EAGAIN);
 	return ret;
 }
 
@@ -138,15 +145,18 @@ static int get_supported_cpuid(struct kvm_vm *k)
 		if (!c)
 			return -ENOMEM;
 		c->nent = n;
+		/* E2BIG: the buffer is too small; grow it (not worth a log line). */
 		r = ioctl(k->sys_fd, KVM_GET_SUPPORTED_CPUID, c);
 		if (r == 0) {
 			k->cpuid = c;
 			return 0;
 		}
+		r = sys_error("KVM_GET_SUPPORTED_CPUID", errno == E2BIG);
 		free(c);
-		if (errno != E2BIG)
-			return (int)KVM_IOCTL(k->sys_fd, KVM_GET_SUPPORTED_CPUID, NULL); /* logs and converts */
+		if (r != -E2BIG)
+			return (int)r;
 	}
+	log_err("kvm: KVM_GET_SUPPORTED_CPUID: more than 4096 entries");
 	return -E2BIG;
 }
 
@@ -220,8 +230,7 @@ static int kvm_vm_create(struct vmmu_vm **out, const struct vmmu_vm_options *opt
 	}
 	k->sys_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (k->sys_fd < 0) {
-		ret = -errno;
-		log_err("kvm: cannot open /dev/kvm: %s", strerror(errno));
+		ret = sys_error("open /dev/kvm", false);
 		goto fail;
 	}
 	r = KVM_IOCTL(k->sys_fd, KVM_GET_API_VERSION, 0);
@@ -322,8 +331,7 @@ static int kvm_vcpu_create(struct vmmu_vm *vm, uint32_t id, struct vmmu_vcpu **o
 	c->fd = (int)r;
 	c->run = mmap(NULL, k->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, c->fd, 0);
 	if (c->run == MAP_FAILED) {
-		ret = -errno;
-		log_err("kvm: vcpu %u: cannot map kvm_run: %s", id, strerror(errno));
+		ret = sys_error("mmap kvm_run", false);
 		c->run = NULL;
 		goto fail;
 	}
@@ -333,8 +341,7 @@ static int kvm_vcpu_create(struct vmmu_vm *vm, uint32_t id, struct vmmu_vcpu **o
 		c->ring = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, c->fd,
 			       KVM_DIRTY_LOG_PAGE_OFFSET * sysconf(_SC_PAGESIZE));
 		if (c->ring == MAP_FAILED) {
-			ret = -errno;
-			log_err("kvm: vcpu %u: cannot map the dirty ring: %s", id, strerror(errno));
+			ret = sys_error("mmap the dirty ring", false);
 			c->ring = NULL;
 			goto fail;
 		}
