@@ -180,7 +180,7 @@ static int no_vm(int err, const char *backend)
 
 int machine_setup(struct machine *m, const char *backend, uint32_t dirty_mode, uint64_t mem_size)
 {
-	int ret = machine_create(m, backend, dirty_mode, mem_size);
+	int ret = machine_create(m, backend, dirty_mode, mem_size, false);
 
 	if (ret) {
 		machine_destroy(m);
@@ -196,7 +196,7 @@ int machine_setup(struct machine *m, const char *backend, uint32_t dirty_mode, u
 static int run_loop(struct loop *l, struct machine **mp, const struct options *o, uint64_t t0)
 {
 	struct machine *m = *mp;
-	uint64_t passes = 0;
+	uint64_t passes = 0, first_output = 0;
 	bool acted = o->mode == RUN || o->mode == LISTEN || o->mode == RESTORE;
 	int status = -1;
 
@@ -237,6 +237,7 @@ static int run_loop(struct loop *l, struct machine **mp, const struct options *o
 					status = machine_wait_exit(m);
 					return status == 0 ? EXIT_MIGFAIL : status < 0 ? EXIT_INTERNAL : status;
 				}
+				first_output = m->first_output_ns;
 				machine_destroy(m);
 				free(m);
 				*mp = m = dst;
@@ -264,9 +265,11 @@ static int run_loop(struct loop *l, struct machine **mp, const struct options *o
 	status = machine_wait_exit(m);
 	if (status < 0)
 		return EXIT_INTERNAL;
+	if (!first_output)
+		first_output = m->first_output_ns;
 	msg("guest exited with status %d after %llu passes; first output %.0f us after start, total %.1f ms",
 	    status, (unsigned long long)passes,
-	    m->first_output_ns ? (double)(m->first_output_ns - t0) / 1e3 : -1.0, (double)(now_ns() - t0) / 1e6);
+	    first_output ? (double)(first_output - t0) / 1e3 : -1.0, (double)(now_ns() - t0) / 1e6);
 	return status;
 }
 

@@ -84,7 +84,7 @@ struct machine {
 
 /* machine.c */
 int machine_setup(struct machine *m, const char *backend, uint32_t dirty_mode, uint64_t mem_size); /* main.c */
-int machine_create(struct machine *m, const char *backend, uint32_t dirty_mode, uint64_t mem_size);
+int machine_create(struct machine *m, const char *backend, uint32_t dirty_mode, uint64_t mem_size, bool prefault);
 int machine_load_guest(struct machine *m, const struct workload *w);
 int machine_start(struct machine *m);
 int machine_park(struct machine *m);
