@@ -163,7 +163,7 @@ static bool stream_peer_refused(struct stream_sink *ss, bool wait)
 
 	memcpy(&version, buf + sizeof(r) + 4, 4);
 	snprintf(ss->peer_msg, sizeof(ss->peer_msg), "%.*s", (int)(r.len - 8), (const char *)buf + sizeof(r) + 8);
-	msg("the destination refused the stream: %s (it speaks version %u)", ss->peer_msg, version);
+	msg("the destination refused the stream: %s (its stream version: %u)", ss->peer_msg, version);
 	return true;
 }
 
@@ -335,8 +335,11 @@ static int precopy(struct machine *m, struct sink *s, const struct migrate_opts 
 out:
 	if (ret) {
 		vmmu_vm_memslot_set_flags(m->vm, 0, 0);
-		if (parked)
+		if (parked) {
+			msg("the switch failed with the guest stopped (%.1f ms): it resumes here",
+			    (double)(now_ns() - st->t_stop) / 1e6);
 			machine_resume(m);
+		}
 	}
 	free(bm);
 	free(last);

@@ -108,7 +108,13 @@ def case_tcp():
 
 
 def proxy(listen_sock, dst_port, mode):
-    """Forward one connection to dst_port, breaking the stream: 'truncate' or 'version'."""
+    """Forward one connection to dst_port, breaking the stream.
+
+    truncate: cut after 300000 bytes (during the first pre-copy round);
+    truncate-end: hold back the last 24 bytes (the END record) and cut when the
+    source goes quiet waiting for the confirmation (it is parked in stop-and-copy);
+    version: rewrite the header's version field to 99.
+    """
     c, _ = listen_sock.accept()
     d = socket.create_connection(("127.0.0.1", dst_port))
     done = threading.Event()
@@ -126,11 +132,22 @@ def proxy(listen_sock, dst_port, mode):
 
     threading.Thread(target=back, daemon=True).start()
     sent = 0
+    tail = b""
+    if mode == "truncate-end":
+        c.settimeout(1.0)
     try:
         while True:
-            b = c.recv(65536)
+            try:
+                b = c.recv(65536)
+            except socket.timeout:
+                break
             if not b:
                 break
+            if mode == "truncate-end":
+                b = tail + b
+                tail = b[-24:]
+                d.sendall(b[:-24])
+                continue
             if mode == "version" and sent < 12 <= sent + len(b):
                 b = bytearray(b)
                 b[8 - sent] = 99  # the version field: 4 bytes after the 8-byte magic
@@ -142,10 +159,15 @@ def proxy(listen_sock, dst_port, mode):
             sent += len(b)
     except OSError:
         pass
-    if mode == "truncate":
+    if mode.startswith("truncate"):
         # the stream ends mid-way: both sides see the connection go
-        d.close()
-        c.close()
+        # (shutdown first: a close alone waits for the reader thread's recv)
+        for s in (d, c):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
     else:
         done.wait(20)
         d.close()
@@ -162,7 +184,9 @@ def case_broken(mode):
     t.start()
     src = run(["--migrate-to", "127.0.0.1:%d" % ls.getsockname()[1], "--after", "60"])
     d = finish(dst, "destination")
-    if mode == "truncate":
+    if mode == "truncate-end":
+        expect(src, EXIT_MIGFAIL, b"with the guest stopped", b"resumes here")
+    if mode.startswith("truncate"):
         expect(d, EXIT_IO, b"truncated")
     else:
         expect(d, EXIT_PROTOCOL, b"version 99")
@@ -206,6 +230,7 @@ CASES = {
     "migrate-ring": lambda: case_migrate("ring"),
     "tcp": case_tcp,
     "tcp-truncated": lambda: case_broken("truncate"),
+    "tcp-truncated-end": lambda: case_broken("truncate-end"),
     "tcp-wrong-version": lambda: case_broken("version"),
     "tcp-unreachable": case_unreachable,
     "snapshot": case_snapshot,
