@@ -10,8 +10,9 @@
  *      (the destination starts zeroed);
  *   2. rounds: read the dirty log (vmmu_vm_dirty_get(): one call whatever the
  *      mode, bitmap, manual protect or ring) and send those pages, while the
- *      guest runs on; stop when what is left would go out within the downtime
- *      budget at the bandwidth of the last round, or after max_rounds;
+ *      guest runs on; stop when what is left would go out within a quarter
+ *      of the downtime budget at the bandwidth of the last round, when rounds
+ *      stop converging, or after max_rounds;
  *   3. stop-and-copy: park the vCPU, read the log once more, send the pages
  *      still dirty and the vCPU state; the destination resumes.
  * A failure before the destination confirmed resumes the source guest.
@@ -207,7 +208,8 @@ static int stream_finish(struct sink *s, const struct vcpu_state *st)
 
 struct precopy_stats {
 	unsigned int rounds;
-	uint64_t pages, t_start, t_stop, t_end, last_pages;
+	uint64_t pages, last_pages;
+	uint64_t t_start, t_stop, t_parked, t_logged, t_copied, t_end; /* the phases of the switch */
 };
 
 /*
@@ -262,6 +264,7 @@ static int precopy(struct machine *m, struct sink *s, const struct migrate_opts 
 	uint64_t npages = m->mem_size / PAGE_SIZE, words = (npages + 63) / 64;
 	uint64_t *bm = calloc(words, 8), *last = calloc(words, 8);
 	double bytes_per_ns = 0;
+	uint64_t prev_dirty = 0;
 	bool parked = false;
 	int ret, dirty;
 
@@ -299,9 +302,16 @@ static int precopy(struct machine *m, struct sink *s, const struct migrate_opts 
 			goto out;
 		}
 		progress(round, sent, s->bytes - b0, t, dirty);
-		/* Stop when the rest fits in the downtime budget (bandwidth of this round). */
-		if ((double)dirty * PAGE_SIZE <= bytes_per_ns * o->max_downtime_ms * 1e6 || round >= o->max_rounds)
+		/*
+		 * Stop-and-copy when the rest would copy, at this round's bandwidth,
+		 * in a quarter of the downtime budget (the rest of it goes to stopping
+		 * the vCPU and handing over), when a round no longer halves the dirty
+		 * set (more rounds would not converge), or after max_rounds.
+		 */
+		if ((double)dirty * PAGE_SIZE <= bytes_per_ns * o->max_downtime_ms * 1e6 / 4 ||
+		    (round > 1 && (uint64_t)dirty * 2 > prev_dirty) || round >= o->max_rounds)
 			break;
+		prev_dirty = (uint64_t)dirty;
 	}
 
 	/* Stop-and-copy. The pages in bm were reported but not sent yet. */
@@ -312,6 +322,7 @@ static int precopy(struct machine *m, struct sink *s, const struct migrate_opts 
 		goto out;
 	}
 	parked = true;
+	st->t_parked = now_ns();
 	dirty = dirty_get(m, last, words);
 	if (dirty < 0) {
 		ret = dirty;
@@ -322,11 +333,13 @@ static int precopy(struct machine *m, struct sink *s, const struct migrate_opts 
 	struct vcpu_state vs;
 	uint64_t sent = 0;
 
+	st->t_logged = now_ns();
 	ret = machine_get_state(m, &vs);
 	if (!ret)
 		ret = s->round_begin(s, st->rounds + 1);
 	if (!ret)
 		ret = send_pages(m, s, bm, npages, false, &sent);
+	st->t_copied = now_ns();
 	if (!ret)
 		ret = s->finish(s, &vs);
 	st->last_pages = sent;
@@ -354,6 +367,9 @@ static void summary(const struct precopy_stats *st, uint64_t bytes, uint64_t mem
 	    "%.1f MiB sent (%.2fx RAM), %.0f MB/s overall", total, (double)(st->t_end - st->t_stop) / 1e6,
 	    (unsigned long long)st->last_pages, st->rounds, (unsigned long long)st->pages,
 	    (double)bytes / (1 << 20), (double)bytes / (double)mem_size, (double)bytes / 1e3 / total);
+	msg("downtime: stop the vCPU %.2f ms, read the dirty log %.2f ms, copy %.2f ms, state and resume %.2f ms",
+	    (double)(st->t_parked - st->t_stop) / 1e6, (double)(st->t_logged - st->t_parked) / 1e6,
+	    (double)(st->t_copied - st->t_logged) / 1e6, (double)(st->t_end - st->t_copied) / 1e6);
 }
 
 int migrate_local(struct machine *src, struct loop *l, const struct migrate_opts *o, struct machine *dst)

@@ -63,6 +63,7 @@ struct machine {
 	bool thread_started;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
+	pthread_cond_t pace_cond;   /* CLOCK_MONOTONIC: the pacing wait, cut short by machine_park() */
 	enum machine_state state;   /* under lock */
 	bool resume;                /* under lock: the parked thread may go on */
 	bool quit;                  /* under lock: the parked thread must end */
