@@ -52,6 +52,10 @@
 #define PFEC_INDEX_BITS (VMMU_PFERR_WRITE | VMMU_PFERR_USER | VMMU_PFERR_RSVD | VMMU_PFERR_FETCH)
 #define PFEC_SMAP_OVERRIDE VMMU_PFERR_RSVD
 
+/* Register bits whose change reloads the PAE PDPTE registers: CR0.PG/CD/NW, CR4.PSE/PAE/PGE/SMEP. */
+#define PDPTE_RELOAD_CR0 (VMMU_CR0_PG | BIT_ULL(30) | BIT_ULL(29))
+#define PDPTE_RELOAD_CR4 (VMMU_CR4_PSE | VMMU_CR4_PAE | BIT_ULL(7) | VMMU_CR4_SMEP)
+
 /* Lost A/D races before a walk gives up with -ELOOP. */
 #define AD_RETRIES 64
 
@@ -81,6 +85,10 @@ struct vmmu_paging {
 	uint32_t pkru_mask;
 	uint32_t pkru;
 	enum vmmu_paging_mode mode;
+	/* the slot holding the root table, valid while the memslots' generation is root_gen */
+	uint64_t root_gen;
+	vmmu_gfn_t root_base, root_npages;
+	uintptr_t root_bias;
 
 	/* what the context was built from */
 	struct vmmu_paging_regs regs;
@@ -93,6 +101,17 @@ struct vmmu_paging {
 static uint64_t high_bits(unsigned int from, unsigned int to)
 {
 	return from > to ? 0 : GENMASK_ULL(to, from);
+}
+
+/* Remember the slot of the root table, so that walks start without a lookup. */
+static void cache_root_slot(struct vmmu_paging *c)
+{
+	const struct memslot *m = memslot_lookup(c->mem, c->root >> VMMU_PAGE_SHIFT);
+
+	c->root_gen = c->mem->generation;
+	c->root_base = m ? m->base_gfn : 0;
+	c->root_npages = m ? m->npages : 0;
+	c->root_bias = m ? (uintptr_t)m->hva - (uintptr_t)(m->base_gfn << VMMU_PAGE_SHIFT) : 0;
 }
 
 /*
@@ -295,8 +314,11 @@ static int build_guest(struct vmmu_paging *c, const struct vmmu_paging_regs *r)
 	unsigned int m = r->maxphyaddr;
 	bool lma = mode == VMMU_PAGING_4LEVEL || mode == VMMU_PAGING_5LEVEL;
 	bool wp = r->cr0 & VMMU_CR0_WP, smep = r->cr4 & VMMU_CR4_SMEP, smap = r->cr4 & VMMU_CR4_SMAP;
-	bool old_pdptrs = c->pae && c->regs.cr3 == r->cr3 && !((c->regs.flags ^ r->flags) & VMMU_PAGING_F_PDPTRS) &&
-			  c->maxphyaddr == m && !memcmp(c->regs.pdptrs, r->pdptrs, sizeof(r->pdptrs));
+	/* PAE: keep the PDPTE registers unless the write is one that reloads them on a CPU (SDM 4.4.1) */
+	bool old_pdptrs = c->pae && c->regs.cr3 == r->cr3 && !((c->regs.cr0 ^ r->cr0) & PDPTE_RELOAD_CR0) &&
+			  !((c->regs.cr4 ^ r->cr4) & PDPTE_RELOAD_CR4) && c->maxphyaddr == m &&
+			  !((c->regs.flags ^ r->flags) & VMMU_PAGING_F_PDPTRS) &&
+			  !memcmp(c->regs.pdptrs, r->pdptrs, sizeof(r->pdptrs));
 
 	c->kind = KIND_GUEST;
 	c->mode = mode;
@@ -333,8 +355,12 @@ static int build_guest(struct vmmu_paging *c, const struct vmmu_paging_regs *r)
 		c->root_level = 3;
 		c->root = r->cr3 & GENMASK_ULL(31, 5);
 		rsvd_pae(c->rsvd, m, c->nxe);
-		if (!old_pdptrs)
-			return load_pdptrs(c);
+		if (!old_pdptrs) {
+			int ret = load_pdptrs(c);
+
+			if (ret)
+				return ret;
+		}
 		break;
 	default:
 		c->root_level = mode == VMMU_PAGING_5LEVEL ? 5 : 4;
@@ -342,6 +368,7 @@ static int build_guest(struct vmmu_paging *c, const struct vmmu_paging_regs *r)
 		rsvd_64(c->rsvd, m, c->nxe, r->flags & VMMU_PAGING_F_GBPAGES, r->flags & VMMU_PAGING_F_AMD);
 		break;
 	}
+	cache_root_slot(c);
 	return 0;
 }
 
@@ -383,7 +410,7 @@ int vmmu_paging_update(struct vmmu_paging *ctx, const struct vmmu_paging_regs *r
 	ret = check_regs(regs);
 	if (ret)
 		return ret;
-	/* Only a register write that changes nothing is free: the rebuild is ~150 ns. */
+	/* A write that changes nothing is free; otherwise the tables are rebuilt (well under a microsecond). */
 	if (!memcmp(&ctx->regs, regs, sizeof(*regs)))
 		return 0;
 	tmp = *ctx;
@@ -440,6 +467,7 @@ int vmmu_paging_create_ept(struct vmmu_paging **out, const struct vmmu_memslots 
 	c->ept_flags = cfg->flags;
 	rsvd_ept(c->rsvd, cfg->maxphyaddr, cfg->flags);
 	c->bad_mt_xwr = build_bad_mt_xwr(cfg->flags & VMMU_EPT_F_EXECONLY);
+	cache_root_slot(c);
 	*out = c;
 	return 0;
 }
@@ -479,6 +507,7 @@ int vmmu_paging_create_npt(struct vmmu_paging **out, const struct vmmu_memslots 
 	rsvd_64(c->rsvd, cfg->maxphyaddr, c->nxe, cfg->gbpages, true);
 	/* every NPT access is a user access: CR0.WP, SMEP and SMAP do not matter */
 	build_permissions(c->permissions, true, c->nxe, false, false);
+	cache_root_slot(c);
 	*out = c;
 	return 0;
 }
@@ -596,6 +625,8 @@ struct cursor {
 	uint64_t acc, pte;
 	vmmu_gfn_t base, npages; /* the slot that held the previous table */
 	uintptr_t bias;          /* its host address minus its GPA */
+	/* copies of the context's fields: stores into the result cannot alias them */
+	uint64_t ps_mask, nx_flip, addr_mask;
 };
 
 /* Not a stop: go down one level. */
@@ -644,15 +675,15 @@ walk_level(const struct vmmu_paging *ctx, uint64_t addr, struct stage *s, struct
 		c->acc = 0;
 		return STOP_NOT_PRESENT;
 	}
-	ps = (pte & ctx->ps_mask) >> 7;
+	ps = (pte & c->ps_mask) >> 7;
 	if (unlikely(pte & ctx->rsvd[ps][level - 1]))
 		return STOP_RSVD;
 	if (ept && unlikely((ctx->bad_mt_xwr >> (pte & 63)) & 1))
 		return STOP_RSVD;
-	c->acc &= pte ^ ctx->nx_flip;
+	c->acc &= pte ^ c->nx_flip;
 	if (ps || level == 1)
 		return STOP_LEAF;
-	c->table = pte & ctx->addr_mask;
+	c->table = pte & c->addr_mask;
 	return STEP_NEXT;
 }
 
@@ -666,8 +697,15 @@ static inline __attribute__((always_inline)) enum stop
 walk_stage(const struct vmmu_paging *ctx, uint64_t addr, struct stage *s, struct ad_list *ad, uint64_t table_pfec,
 	   struct tdp_fault *nf, const unsigned int levels, const bool pte32, const bool ept, const bool nested)
 {
-	struct cursor c = { .table = ctx->root, .acc = ~0ULL };
+	struct cursor c = { .table = ctx->root, .acc = ~0ULL, .ps_mask = ctx->ps_mask, .nx_flip = ctx->nx_flip,
+			    .addr_mask = ctx->addr_mask };
 	unsigned int level = levels ? levels : ctx->root_level;
+
+	if (likely(ctx->root_gen == ctx->mem->generation)) {
+		c.base = ctx->root_base;
+		c.npages = ctx->root_npages;
+		c.bias = ctx->root_bias;
+	}
 	int stop = STEP_NEXT;
 
 	s->top = s->first_mem = level;
@@ -988,7 +1026,7 @@ walk_guest(struct vmmu_paging *ctx, vmmu_gva_t gva, uint32_t access, struct vmmu
 
 		nb.s.gpte = nb.gpte;
 		nb.s.gpte_gpa = nb.gpte_gpa;
-		res->reserved[0] = s.out;
+		res->guest_gpa = s.out;
 		if (tdp_translate(ctx->nested, s.out, pfec & (VMMU_PFERR_WRITE | VMMU_PFERR_FETCH), ad, &nb.s, &nf,
 				  NULL))
 			return report_tdp_fault(&nf, true, true, gva, res);
@@ -1019,7 +1057,7 @@ static int walk_off(struct vmmu_paging *ctx, vmmu_gva_t gva, uint32_t access, st
 	if (ctx->nested) {
 		nb.s.gpte = nb.gpte;
 		nb.s.gpte_gpa = nb.gpte_gpa;
-		res->reserved[0] = gva;
+		res->guest_gpa = gva;
 		if (tdp_translate(ctx->nested, gva, pfec, ad, &nb.s, &nf, NULL))
 			return report_tdp_fault(&nf, true, true, gva, res);
 		res->gpa = nb.s.out;
@@ -1096,6 +1134,7 @@ static inline void clear_result(struct vmmu_walk_result *res)
 	res->cr2 = 0;
 	res->exit_qualification = 0;
 	res->fault_gpa = 0;
+	res->guest_gpa = 0;
 	for (unsigned int i = 0; i < ARRAY_SIZE(res->reserved); i++)
 		res->reserved[i] = 0;
 }

@@ -185,7 +185,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    res.fault_gpa != ref.fault_gpa || res.cr2 != ref.cr2)
 		mismatch("fault fields", ret, &res, &ref);
 	if (ret == VMMU_WALK_OK && (res.gpa != ref.gpa || res.access != ref.access || res.page_size != ref.page_size ||
-				    res.level != ref.level || res.reserved[0] != ref.guest_gpa))
+				    res.level != ref.level || res.guest_gpa != ref.guest_gpa))
 		mismatch("translation", ret, &res, &ref);
 	if (ref_check_memory(mem, &ref) >= 0)
 		mismatch("A/D bits in memory", ret, &res, &ref);

@@ -150,7 +150,7 @@ static int walk2(struct nest *n, uint64_t gva, uint32_t access, struct vmmu_walk
 	ret = vmmu_walk(n->guest, gva, access, res);
 	if (ret != ref.outcome || res->error_code != ref.error_code || res->exit_qualification != ref.exit_qualification ||
 	    res->fault_gpa != ref.fault_gpa || res->cr2 != ref.cr2 ||
-	    (ret == VMMU_WALK_OK && (res->gpa != ref.gpa || res->reserved[0] != ref.guest_gpa)) ||
+	    (ret == VMMU_WALK_OK && (res->gpa != ref.gpa || res->guest_gpa != ref.guest_gpa)) ||
 	    ref_check_memory(n->g.mem, &ref) >= 0) {
 		print_message("gva 0x%llx access 0x%x: walker %d ec 0x%llx qual 0x%llx gpa 0x%llx fault 0x%llx; "
 			      "reference %d ec 0x%llx qual 0x%llx gpa 0x%llx fault 0x%llx; memory entry %d\n",
@@ -179,7 +179,7 @@ static void test_ept_basic(void **state)
 	nest_ctx(&n);
 	assert_int_equal(walk2(&n, GVA, VMMU_WALK_WRITE, &res), VMMU_WALK_OK);
 	assert_int_equal(res.gpa, L2_AT + data + 0xabc);
-	assert_int_equal(res.reserved[0], data + 0xabc);
+	assert_int_equal(res.guest_gpa, data + 0xabc);
 	assert_int_equal(res.gpte_gpa[3], n.l2_root + 254 * 8); /* entry addresses are guest (L2) GPAs */
 	/* guest A/D set in L2 memory; EPT A/D off: EPT entries untouched */
 	assert_int_equal(*l2_ptr(&n, ent[0]), data | PWU | A | D);
@@ -443,7 +443,7 @@ static void test_nested_pae_and_off(void **state)
 	assert_int_equal(res.level, 3);
 	assert_int_equal(vmmu_paging_update(n.guest, &n.regs), 0);
 	assert_int_equal(vmmu_walk(n.guest, 0x200000 + 0x5123, 0, &res), VMMU_WALK_OK);
-	assert_int_equal(res.reserved[0], 0x5123);
+	assert_int_equal(res.guest_gpa, 0x5123);
 	assert_int_equal(res.gpa, L2_AT + 0x5123);
 	assert_int_equal(res.page_size, 2ULL << 20);
 	(void)data;
