@@ -962,7 +962,7 @@ static int report_tdp_fault(const struct tdp_fault *f, bool final, bool gva_vali
 
 static bool is_canonical(uint64_t va, unsigned int bits)
 {
-	return (uint64_t)(((int64_t)va << (64 - bits)) >> (64 - bits)) == va;
+	return (uint64_t)((int64_t)(va << (64 - bits)) >> (64 - bits)) == va;
 }
 
 /*

@@ -357,6 +357,54 @@ static void test_ept_ad(void **state)
 	nest_fini(&n);
 }
 
+/* 5-level EPT and NPT walked on their own: 57-bit GPAs, 1 GiB leaves where supported. */
+static void test_tdp_5level(void **state)
+{
+	struct ref_guest g;
+	struct vmmu_paging *ept = NULL, *npt = NULL;
+	struct vmmu_walk_result res;
+	struct ref_out ref;
+	vmmu_gpa_t root;
+	uint64_t gpa = 0x00f0123456789abcULL;
+
+	(void)state;
+	assert_int_equal(ref_guest_init(&g, L1_BASE, L1_SIZE), 0);
+	root = ref_guest_alloc(&g);
+	ref_map(&g, root, 5, gpa, 0x40000000, 3, EPT_RWX, EPT_RWX | EPT_WB);
+	{
+		struct vmmu_ept_config cfg = { .eptp = root | (4 << 3) | 6, .maxphyaddr = 52, .flags = VMMU_EPT_F_1G };
+		struct ref_tdp t = { .ept = true, .eptp = cfg.eptp, .ept_flags = cfg.flags, .maxphyaddr = 52 };
+
+		assert_int_equal(vmmu_paging_create_ept(&ept, g.mem, &cfg), 0);
+		assert_int_equal(vmmu_paging_get_mode(ept), VMMU_PAGING_EPT5);
+		ref_walk_tdp(g.mem, &t, gpa, VMMU_WALK_FETCH, &ref);
+		assert_int_equal(vmmu_walk(ept, gpa, VMMU_WALK_FETCH, &res), VMMU_WALK_OK);
+		assert_int_equal(ref.outcome, VMMU_WALK_OK);
+		assert_int_equal(res.gpa, 0x40000000 + (gpa & ((1ULL << 30) - 1)));
+		assert_int_equal(res.gpa, ref.gpa);
+		assert_int_equal(res.page_size, 1ULL << 30);
+		assert_int_equal(res.levels, 3);
+		/* without 1 GiB support the same leaf is a misconfiguration */
+		vmmu_paging_destroy(ept);
+		cfg.flags = 0;
+		assert_int_equal(vmmu_paging_create_ept(&ept, g.mem, &cfg), 0);
+		assert_int_equal(vmmu_walk(ept, gpa, 0, &res), VMMU_WALK_EPT_MISCONFIG);
+		assert_int_equal(vmmu_walk(ept, 1ULL << 57, 0, &res), VMMU_WALK_EPT_VIOLATION);
+	}
+	{
+		struct vmmu_npt_config cfg = { .ncr3 = root, .levels = 5, .maxphyaddr = 52, .nxe = 1, .gbpages = 1 };
+
+		assert_int_equal(vmmu_paging_create_npt(&npt, g.mem, &cfg), 0);
+		assert_int_equal(vmmu_paging_get_mode(npt), VMMU_PAGING_5LEVEL);
+		/* EPT bits read as P|W|U with no NX: a user read is fine, bits 5:3 (WB) set A and PWT/PCD */
+		assert_int_equal(vmmu_walk(npt, gpa, VMMU_WALK_WRITE, &res), VMMU_WALK_OK);
+		assert_int_equal(res.access, VMMU_ACC_ALL);
+	}
+	vmmu_paging_destroy(ept);
+	vmmu_paging_destroy(npt);
+	ref_guest_fini(&g);
+}
+
 /* NPT: EXITINFO1 for U=0, W=0, NX and not-present, on the final page and on table pages. */
 static void test_npt(void **state)
 {
@@ -516,6 +564,7 @@ int main(void)
 		cmocka_unit_test(test_ept_misconfig),
 		cmocka_unit_test(test_ept_paging_structure),
 		cmocka_unit_test(test_ept_ad),
+		cmocka_unit_test(test_tdp_5level),
 		cmocka_unit_test(test_npt),
 		cmocka_unit_test(test_nested_pae_and_off),
 		cmocka_unit_test(test_nested_random),
