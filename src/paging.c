@@ -9,16 +9,21 @@
  * VMMU_ACC_* value is N faults" (the RSVD slot of the index is reused for
  * "SMAP overridden by EFLAGS.AC"), and a 32-bit protection-key mask.
  *
- * One walker, walk_stage(), serves every format: it is inlined into thin
- * wrappers with constant arguments (4-byte entries or not, EPT or not, nested
- * or not), so each wrapper compiles to a loop without format tests.
+ * One walker, walk_stage() over walk_level(), serves every format: it is
+ * inlined with constant arguments (number of levels, 4-byte entries or not,
+ * EPT or not, nested or not), so each use compiles to straight-line code
+ * without format tests; walk_one() picks the variant for a context.
+ *
+ * Guest memory: every entry address goes through the memslots (the slot of
+ * the previous table is checked first, then memslot_lookup()); an entry
+ * outside guest memory reads as not present. Entries are read with relaxed
+ * atomic loads, since the guest (or another thread) may change them.
  *
  * A/D bits: a walk records the entries that need A (every level) or D (the
  * leaf, for a write), of both stages, and writes them with compare-and-swap
  * only once the whole walk has succeeded. A lost race restarts the walk.
  */
 #include <errno.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -77,8 +82,7 @@ struct vmmu_paging {
 	uint64_t ps_mask;             /* PT_PS where bit 7 can mean "page size"; 0 for 32-bit without PSE */
 	uint64_t root;                /* GPA of the root table (PAE: of the PDPT) */
 	uint64_t addr_mask;           /* address bits of a table entry */
-	uint64_t nx_flip;             /* PT_NX when NX is in use: AND of (pte ^ flip) gives "executable" */
-	uint64_t rsvd[2][VMMU_WALK_MAX_LEVELS]; /* [bit 7 set][level - 1] */
+	uint64_t rsvd[VMMU_WALK_MAX_LEVELS][2]; /* [level - 1][bit 7 set] */
 	uint64_t bad_mt_xwr;          /* EPT: bit (pte & 63) set = misconfigured combination */
 	uint64_t pdptrs[4];
 	uint8_t permissions[16];
@@ -92,7 +96,6 @@ struct vmmu_paging {
 
 	/* what the context was built from */
 	struct vmmu_paging_regs regs;
-	uint32_t ept_flags;
 	uint8_t maxphyaddr;
 };
 
@@ -168,29 +171,40 @@ static uint32_t build_pkru_mask(bool wp)
 	return mask;
 }
 
-/* Reserved bits of 4-/5-level entries (also NPT). */
-static void rsvd_64(uint64_t rsvd[2][5], unsigned int maxphy, bool nxe, bool gbpages, bool amd)
+/*
+ * Reserved-bit masks, [level - 1][bit 7 of the entry]: bit 7 is PS above
+ * level 1 (a leaf when set, or reserved where no such page size exists) and
+ * PAT or ignored in a PTE, which therefore has the same mask either way.
+ */
+typedef uint64_t rsvd_masks[VMMU_WALK_MAX_LEVELS][2];
+
+static void set_rsvd(rsvd_masks r, unsigned int level, uint64_t table, uint64_t leaf)
+{
+	r[level - 1][0] = table;
+	r[level - 1][1] = leaf;
+}
+
+/* 4-/5-level entries (also NPT). */
+static void rsvd_64(rsvd_masks r, unsigned int maxphy, bool nxe, bool gbpages, bool amd)
 {
 	uint64_t high = high_bits(maxphy, 51) | (nxe ? 0 : PT_NX);
 	uint64_t top = high | PT_PS | (amd ? BIT_ULL(8) : 0);
 
-	rsvd[0][4] = rsvd[1][4] = top;
-	rsvd[0][3] = rsvd[1][3] = top;
-	rsvd[0][2] = high;
-	rsvd[1][2] = gbpages ? high | GENMASK_ULL(29, 13) : high | PT_PS;
-	rsvd[0][1] = high;
-	rsvd[1][1] = high | GENMASK_ULL(20, 13);
-	rsvd[0][0] = rsvd[1][0] = high; /* bit 7 of a PTE is PAT */
+	set_rsvd(r, 5, top, top);
+	set_rsvd(r, 4, top, top);
+	set_rsvd(r, 3, high, gbpages ? high | GENMASK_ULL(29, 13) : high | PT_PS);
+	set_rsvd(r, 2, high, high | GENMASK_ULL(20, 13));
+	set_rsvd(r, 1, high, high);
 }
 
-static void rsvd_pae(uint64_t rsvd[2][5], unsigned int maxphy, bool nxe)
+/* PAE PDEs and PTEs (the PDPTEs are registers, checked when loaded). */
+static void rsvd_pae(rsvd_masks r, unsigned int maxphy, bool nxe)
 {
 	uint64_t high = high_bits(maxphy, 62) | (nxe ? 0 : PT_NX);
 
-	memset(rsvd, 0, sizeof(uint64_t) * 2 * 5);
-	rsvd[0][1] = high;
-	rsvd[1][1] = high | GENMASK_ULL(20, 13);
-	rsvd[0][0] = rsvd[1][0] = high;
+	memset(r, 0, sizeof(rsvd_masks));
+	set_rsvd(r, 2, high, high | GENMASK_ULL(20, 13));
+	set_rsvd(r, 1, high, high);
 }
 
 /* PDPTE registers (PAE): bits 2:1, 8:5, 63 and 62:M are reserved. */
@@ -199,24 +213,25 @@ static uint64_t rsvd_pdpte(unsigned int maxphy)
 	return GENMASK_ULL(2, 1) | GENMASK_ULL(8, 5) | PT_NX | high_bits(maxphy, 62);
 }
 
-static void rsvd_32(uint64_t rsvd[2][5], unsigned int maxphy)
+/* 32-bit paging: only a 4 MiB PDE has reserved bits. */
+static void rsvd_32(rsvd_masks r, unsigned int maxphy)
 {
-	memset(rsvd, 0, sizeof(uint64_t) * 2 * 5);
-	/* 4 MiB PDE: PA bits 39:32 sit in bits 20:13; bit 21 is reserved. */
-	rsvd[1][1] = BIT_ULL(21) | (maxphy < 40 ? GENMASK_ULL(20, maxphy - 19) : 0);
+	memset(r, 0, sizeof(rsvd_masks));
+	/* PA bits 39:32 sit in bits 20:13 (PSE-36); bit 21 is reserved */
+	set_rsvd(r, 2, 0, BIT_ULL(21) | (maxphy < 40 ? GENMASK_ULL(20, maxphy - 19) : 0));
 }
 
-static void rsvd_ept(uint64_t rsvd[2][5], unsigned int maxphy, uint32_t flags)
+static void rsvd_ept(rsvd_masks r, unsigned int maxphy, uint32_t flags)
 {
 	uint64_t high = high_bits(maxphy, 51);
 
-	rsvd[0][4] = rsvd[1][4] = high | GENMASK_ULL(7, 3);
-	rsvd[0][3] = rsvd[1][3] = high | GENMASK_ULL(7, 3);
-	rsvd[0][2] = high | GENMASK_ULL(6, 3);
-	rsvd[1][2] = (flags & VMMU_EPT_F_1G) ? high | GENMASK_ULL(29, 12) : high | GENMASK_ULL(7, 3);
-	rsvd[0][1] = high | GENMASK_ULL(6, 3);
-	rsvd[1][1] = (flags & VMMU_EPT_F_NO_2M) ? high | GENMASK_ULL(7, 3) : high | GENMASK_ULL(20, 12);
-	rsvd[0][0] = rsvd[1][0] = high; /* bit 7 of an EPT PTE is ignored */
+	set_rsvd(r, 5, high | GENMASK_ULL(7, 3), high | GENMASK_ULL(7, 3));
+	set_rsvd(r, 4, high | GENMASK_ULL(7, 3), high | GENMASK_ULL(7, 3));
+	set_rsvd(r, 3, high | GENMASK_ULL(6, 3),
+		 (flags & VMMU_EPT_F_1G) ? high | GENMASK_ULL(29, 12) : high | GENMASK_ULL(7, 3));
+	set_rsvd(r, 2, high | GENMASK_ULL(6, 3),
+		 (flags & VMMU_EPT_F_NO_2M) ? high | GENMASK_ULL(7, 3) : high | GENMASK_ULL(20, 12));
+	set_rsvd(r, 1, high, high); /* bit 7 of an EPT PTE is ignored */
 }
 
 /* EPT combinations of memory type (5:3) and XWR (2:0) that are misconfigurations. */
@@ -326,7 +341,6 @@ static int build_guest(struct vmmu_paging *c, const struct vmmu_paging_regs *r)
 	c->maxphyaddr = (uint8_t)m;
 	c->ad = true;
 	c->nxe = (r->efer & VMMU_EFER_NXE) && mode >= VMMU_PAGING_PAE;
-	c->nx_flip = c->nxe ? PT_NX : 0;
 	c->fetch_ec = c->nxe || smep;
 	c->smap_ac = r->rflags & VMMU_RFLAGS_AC;
 	c->pte32 = mode == VMMU_PAGING_32BIT;
@@ -464,7 +478,6 @@ int vmmu_paging_create_ept(struct vmmu_paging **out, const struct vmmu_memslots 
 	c->ps_mask = PT_PS;
 	c->addr_mask = ADDR64_MASK;
 	c->maxphyaddr = cfg->maxphyaddr;
-	c->ept_flags = cfg->flags;
 	rsvd_ept(c->rsvd, cfg->maxphyaddr, cfg->flags);
 	c->bad_mt_xwr = build_bad_mt_xwr(cfg->flags & VMMU_EPT_F_EXECONLY);
 	cache_root_slot(c);
@@ -499,7 +512,6 @@ int vmmu_paging_create_npt(struct vmmu_paging **out, const struct vmmu_memslots 
 	c->root = cfg->ncr3 & high_bits(12, cfg->maxphyaddr - 1);
 	c->ad = true;
 	c->nxe = cfg->nxe;
-	c->nx_flip = c->nxe ? PT_NX : 0;
 	c->fetch_ec = c->nxe;
 	c->ps_mask = PT_PS;
 	c->addr_mask = ADDR64_MASK;
@@ -573,7 +585,7 @@ struct stage {
 	uint64_t *gpte;                  /* [level - 1]: entry as read */
 	vmmu_gpa_t *gpte_gpa;            /* [level - 1]: its address, in the stage's input space */
 	vmmu_gpa_t mem_gpa[VMMU_WALK_MAX_LEVELS]; /* nested first stage: the entry's address in memory */
-	uint64_t acc;                    /* AND of the entries (NX flipped to "executable") */
+	uint64_t acc;                    /* AND of the entries; x86: of (entry ^ XD), bit 63 = executable */
 	vmmu_gpa_t out;                  /* translation */
 	uint64_t page_size;
 	unsigned int level;              /* leaf level, or where the walk stopped */
@@ -622,11 +634,11 @@ static inline bool gpte_is_present(uint64_t pte, bool ept)
 /* Where a walk is: the next table, the AND of the entries so far, the slot of the last table. */
 struct cursor {
 	vmmu_gpa_t table;
-	uint64_t acc, pte;
+	uint64_t acc, pte;       /* AND of the entries so far (bit 63 flipped: "executable"), the last entry */
 	vmmu_gfn_t base, npages; /* the slot that held the previous table */
 	uintptr_t bias;          /* its host address minus its GPA */
 	/* copies of the context's fields: stores into the result cannot alias them */
-	uint64_t ps_mask, nx_flip, addr_mask;
+	uint64_t ps_mask, addr_mask;
 };
 
 /* Not a stop: go down one level. */
@@ -675,12 +687,12 @@ walk_level(const struct vmmu_paging *ctx, uint64_t addr, struct stage *s, struct
 		c->acc = 0;
 		return STOP_NOT_PRESENT;
 	}
-	ps = (pte & c->ps_mask) >> 7;
-	if (unlikely(pte & ctx->rsvd[ps][level - 1]))
+	ps = pte32 ? (pte & c->ps_mask) >> 7 : (pte >> 7) & 1;
+	if (unlikely(pte & ctx->rsvd[level - 1][ps]))
 		return STOP_RSVD;
 	if (ept && unlikely((ctx->bad_mt_xwr >> (pte & 63)) & 1))
 		return STOP_RSVD;
-	c->acc &= pte ^ c->nx_flip;
+	c->acc &= pte ^ (ept ? 0 : PT_NX);
 	if (ps || level == 1)
 		return STOP_LEAF;
 	c->table = pte & c->addr_mask;
@@ -697,7 +709,7 @@ static inline __attribute__((always_inline)) enum stop
 walk_stage(const struct vmmu_paging *ctx, uint64_t addr, struct stage *s, struct ad_list *ad, uint64_t table_pfec,
 	   struct tdp_fault *nf, const unsigned int levels, const bool pte32, const bool ept, const bool nested)
 {
-	struct cursor c = { .table = ctx->root, .acc = ~0ULL, .ps_mask = ctx->ps_mask, .nx_flip = ctx->nx_flip,
+	struct cursor c = { .table = ctx->root, .acc = ~0ULL, .ps_mask = ctx->ps_mask,
 			    .addr_mask = ctx->addr_mask };
 	unsigned int level = levels ? levels : ctx->root_level;
 
@@ -766,10 +778,14 @@ out:
 	return STOP_LEAF;
 }
 
-/* Effective VMMU_ACC_* of an x86-format path from the AND of its entries. */
-static inline unsigned int x86_acc(const struct vmmu_paging *ctx, uint64_t and)
+/*
+ * Effective VMMU_ACC_* of an x86-format path from the AND of its entries with
+ * bit 63 flipped. Without NXE bit 63 is reserved (or absent, in 4-byte
+ * entries), so every entry that got this far has it clear: executable.
+ */
+static inline unsigned int x86_acc(uint64_t and)
 {
-	return (unsigned int)(and & (PT_W | PT_U)) | (unsigned int)((and >> 63) | !ctx->nxe);
+	return (unsigned int)(and & (PT_W | PT_U)) | (unsigned int)(and >> 63);
 }
 
 /* Effective VMMU_ACC_* of an EPT path: R is reported as VMMU_ACC_USER. */
@@ -901,7 +917,7 @@ static int tdp_translate(struct vmmu_paging *tdp, vmmu_gpa_t gpa, uint64_t pfec,
 		} else {
 			unsigned int idx = (unsigned int)((pfec | VMMU_PFERR_USER) & PFEC_INDEX_BITS) >> 1;
 
-			code = (tdp->permissions[idx] >> x86_acc(tdp, s->acc)) & 1;
+			code = (tdp->permissions[idx] >> x86_acc(s->acc)) & 1;
 		}
 		if (stop != STOP_LEAF || code) {
 			f->outcome = VMMU_WALK_NPF;
@@ -1005,7 +1021,7 @@ walk_guest(struct vmmu_paging *ctx, vmmu_gva_t gva, uint32_t access, struct vmmu
 		goto fault;
 	}
 
-	acc = x86_acc(ctx, s.acc);
+	acc = x86_acc(s.acc);
 	idx = (unsigned int)((pfec | (ctx->smap_ac && !implicit ? PFEC_SMAP_OVERRIDE : 0)) >> 1);
 	code = (ctx->permissions[idx] >> acc) & 1;
 	if (ctx->pkru_mask) {
@@ -1084,10 +1100,11 @@ static int walk_tdp(struct vmmu_paging *ctx, vmmu_gva_t gpa, uint32_t access, st
 		return ret;
 	res->gpa = s.out;
 	res->page_size = s.page_size;
-	res->access = (uint16_t)(ctx->kind == KIND_EPT ? ept_acc(s.acc) : x86_acc(ctx, s.acc));
+	res->access = (uint16_t)(ctx->kind == KIND_EPT ? ept_acc(s.acc) : x86_acc(s.acc));
 	return VMMU_WALK_OK;
 }
 
+/* One attempt at a walk with the variant that fits @ctx. */
 static int walk_one(struct vmmu_paging *ctx, vmmu_gva_t gva, uint32_t access, struct vmmu_walk_result *res,
 		    struct ad_list *ad)
 {
