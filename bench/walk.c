@@ -12,7 +12,7 @@
  * round running every variant once (interleaved): on a shared 2-core machine
  * the least disturbed round is the stable figure; the median is printed too.
  *
- * Usage: bench-walk [walks per round, default 300000]
+ * Usage: bench-walk [walks per round, default 300000] [levels: 4 or 5, default both]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -218,6 +218,7 @@ static uint64_t rnd(uint64_t *x)
 int main(int argc, char **argv)
 {
 	size_t n = argc > 1 ? strtoull(argv[1], NULL, 0) : 300000;
+	unsigned int only = argc > 2 ? (unsigned int)atoi(argv[2]) : 0;
 	uint64_t *hot = malloc(n * sizeof(*hot)), *cold = malloc(n * sizeof(*cold));
 	uint64_t seed = 88172645463325252ULL;
 
@@ -233,6 +234,8 @@ int main(int argc, char **argv)
 	for (unsigned int levels = 4; levels <= 5; levels++) {
 		struct setup s;
 
+		if (only && levels != only)
+			continue;
 		build(&s, levels);
 		for (unsigned int set = 0; set < 2; set++) {
 			const uint64_t *g = set ? cold : hot;
