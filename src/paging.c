@@ -91,7 +91,8 @@ struct vmmu_paging {
 	enum vmmu_paging_mode mode;
 	/* the slot holding the root table, valid while the memslots' generation is root_gen */
 	uint64_t root_gen;
-	vmmu_gfn_t root_base, root_npages;
+	vmmu_gpa_t root_start;
+	uint64_t root_size;
 	uintptr_t root_bias;
 
 	/* what the context was built from */
@@ -112,8 +113,8 @@ static void cache_root_slot(struct vmmu_paging *c)
 	const struct memslot *m = memslot_lookup(c->mem, c->root >> VMMU_PAGE_SHIFT);
 
 	c->root_gen = c->mem->generation;
-	c->root_base = m ? m->base_gfn : 0;
-	c->root_npages = m ? m->npages : 0;
+	c->root_start = m ? m->base_gfn << VMMU_PAGE_SHIFT : 0;
+	c->root_size = m ? m->npages << VMMU_PAGE_SHIFT : 0;
 	c->root_bias = m ? (uintptr_t)m->hva - (uintptr_t)(m->base_gfn << VMMU_PAGE_SHIFT) : 0;
 }
 
@@ -635,7 +636,8 @@ static inline bool gpte_is_present(uint64_t pte, bool ept)
 struct cursor {
 	vmmu_gpa_t table;
 	uint64_t acc, pte;       /* AND of the entries so far (bit 63 flipped: "executable"), the last entry */
-	vmmu_gfn_t base, npages; /* the slot that held the previous table */
+	vmmu_gpa_t start;        /* the slot that held the previous table: [start, start + size) */
+	uint64_t size;
 	uintptr_t bias;          /* its host address minus its GPA */
 	/* copies of the context's fields: stores into the result cannot alias them */
 	uint64_t ps_mask, addr_mask;
@@ -671,14 +673,14 @@ walk_level(const struct vmmu_paging *ctx, uint64_t addr, struct stage *s, struct
 		mem_gpa = nb.s.out;
 		s->mem_gpa[level - 1] = mem_gpa;
 	}
-	if (unlikely((mem_gpa >> VMMU_PAGE_SHIFT) - c->base >= c->npages)) {
+	if (unlikely(mem_gpa - c->start >= c->size)) {
 		const struct memslot *slot = memslot_lookup(ctx->mem, mem_gpa >> VMMU_PAGE_SHIFT);
 
 		if (unlikely(!slot))
 			return STOP_NOT_PRESENT; /* gpte[] stays 0: the result was cleared */
-		c->base = slot->base_gfn;
-		c->npages = slot->npages;
-		c->bias = (uintptr_t)slot->hva - (uintptr_t)(c->base << VMMU_PAGE_SHIFT);
+		c->start = slot->base_gfn << VMMU_PAGE_SHIFT;
+		c->size = slot->npages << VMMU_PAGE_SHIFT;
+		c->bias = (uintptr_t)slot->hva - (uintptr_t)c->start;
 	}
 	pte = load_entry(c->bias + (uintptr_t)mem_gpa, pte32);
 	s->gpte[level - 1] = pte;
@@ -714,8 +716,8 @@ walk_stage(const struct vmmu_paging *ctx, uint64_t addr, struct stage *s, struct
 	unsigned int level = levels ? levels : ctx->root_level;
 
 	if (likely(ctx->root_gen == ctx->mem->generation)) {
-		c.base = ctx->root_base;
-		c.npages = ctx->root_npages;
+		c.start = ctx->root_start;
+		c.size = ctx->root_size;
 		c.bias = ctx->root_bias;
 	}
 	int stop = STEP_NEXT;
@@ -1000,8 +1002,11 @@ walk_guest(struct vmmu_paging *ctx, vmmu_gva_t gva, uint32_t access, struct vmmu
 
 	if (implicit)
 		pfec &= ~(uint64_t)VMMU_PFERR_USER;
-	if (ctx->va_bits) {
-		if (unlikely(!is_canonical(gva, ctx->va_bits)))
+	/* the width is a constant where the level count is */
+	unsigned int va_bits = levels == 4 ? 48 : levels == 5 ? 57 : levels ? 0 : ctx->va_bits;
+
+	if (va_bits) {
+		if (unlikely(!is_canonical(gva, va_bits)))
 			return VMMU_WALK_GP;
 	} else {
 		gva &= 0xffffffffULL; /* 32-bit and PAE paging: linear addresses are 32 bits */
@@ -1158,28 +1163,37 @@ static inline void clear_result(struct vmmu_walk_result *res)
 
 #define WALK_ACCESS_ALL (VMMU_WALK_WRITE | VMMU_WALK_USER | VMMU_WALK_FETCH | VMMU_WALK_IMPLICIT | VMMU_WALK_NO_AD)
 
+/* A walk that sets A/D bits: record, then compare-and-swap; a lost race walks again. */
+static int __attribute__((noinline)) walk_with_ad(struct vmmu_paging *ctx, vmmu_gva_t gva, uint32_t access,
+						  struct vmmu_walk_result *res)
+{
+	struct ad_list ad; /* not zeroed: 1.4 KiB; only n and mem are read before being written */
+
+	ad.mem = ctx->mem;
+	for (unsigned int tries = 0; tries < AD_RETRIES; tries++) {
+		int ret;
+
+		if (tries)
+			clear_result(res);
+		ad.n = 0;
+		ret = walk_one(ctx, gva, access, res, &ad);
+		if (ret != VMMU_WALK_OK || !ad.n || apply_ad(&ad))
+			return ret;
+	}
+	log_warn("paging: walk of 0x%llx lost the A/D race %u times", (unsigned long long)gva, AD_RETRIES);
+	return -ELOOP;
+}
+
 int vmmu_walk(struct vmmu_paging *ctx, vmmu_gva_t gva, uint32_t access, struct vmmu_walk_result *res)
 {
-	struct ad_list ad;
-
 	if (unlikely(!ctx || !res || (access & ~WALK_ACCESS_ALL) ||
 		     (access & (VMMU_WALK_WRITE | VMMU_WALK_FETCH)) == (VMMU_WALK_WRITE | VMMU_WALK_FETCH))) {
 		log_err("paging: walk with a NULL argument or bad access 0x%x", access);
 		return -EINVAL;
 	}
 	clear_result(res);
+	/* both are tail calls: this function keeps no frame */
 	if (access & VMMU_WALK_NO_AD)
 		return walk_one(ctx, gva, access, res, NULL);
-	ad.mem = ctx->mem;
-	for (unsigned int tries = 0; tries < AD_RETRIES; tries++) {
-		int ret;
-
-		ad.n = 0;
-		ret = walk_one(ctx, gva, access, res, &ad);
-		if (ret != VMMU_WALK_OK || !ad.n || apply_ad(&ad))
-			return ret;
-		clear_result(res);
-	}
-	log_warn("paging: walk of 0x%llx lost the A/D race %u times", (unsigned long long)gva, AD_RETRIES);
-	return -ELOOP;
+	return walk_with_ad(ctx, gva, access, res);
 }
