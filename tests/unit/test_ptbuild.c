@@ -681,28 +681,9 @@ static void random_ops(enum vmmu_paging_mode m, vmmu_gva_t window, uint64_t seed
 	for (int i = 0; i < NOPS; i++) {
 		struct model_op *o = &ops[i];
 		uint64_t r = test_rand64(&rnd);
-		int kind = (int)(r % 10);
 
-		if (kind < 6) {
-			int level = 1 + (int)(test_rand64(&rnd) % (uint64_t)top);
-			uint64_t ps = model_size(m, level);
-			uint64_t maxn = level == 1 ? 700 : (level == 2 ? 12 : 3);
-			uint64_t npages = 1 + test_rand64(&rnd) % maxn;
-			/* 32-bit: 4 MiB pages past 4 GiB cannot be split (tested elsewhere) */
-			uint64_t gpa_limit = m == VMMU_PAGING_32BIT ? 1ULL << 32 : 1ULL << 40;
-
-			if (npages * ps > wsize)
-				npages = wsize / ps;
-			o->kind = M_MAP;
-			o->level = level;
-			o->size = npages * ps;
-			o->gva = window + (test_rand64(&rnd) % (wsize - o->size + ps)) / ps * ps;
-			o->gpa = (test_rand64(&rnd) % (gpa_limit - o->size + ps)) / ps * ps;
-		} else {
-			o->kind = kind < 8 ? M_UNMAP : M_PROTECT;
-			o->size = (1 + test_rand64(&rnd) % (kind & 1 ? 600 : (wsize / 4096 / 3))) * 4096;
-			o->gva = window + (test_rand64(&rnd) % ((wsize - o->size) / 4096 + 1)) * 4096;
-		}
+		/* 32-bit: 4 MiB pages past 4 GiB cannot be split (tested elsewhere) */
+		model_random_op(m, window, wsize, m == VMMU_PAGING_32BIT ? 1ULL << 32 : 1ULL << 40, &rnd, o);
 		if (is_ept(m))
 			o->prot = VMMU_PT_READ | (r & 0x100 ? VMMU_PT_WRITE : 0) | (r & 0x200 ? VMMU_PT_EXEC : 0) |
 				  VMMU_PT_MT((r >> 12) & 1 ? 6 : 0);
