@@ -575,7 +575,8 @@ static void check_enomem_steps(enum vmmu_paging_mode m, const struct model_op *s
 	bool done = false;
 
 	assert_true(nsetup < ARRAY_SIZE(all));
-	memcpy(all, setup, nsetup * sizeof(*setup));
+	if (nsetup)
+		memcpy(all, setup, nsetup * sizeof(*setup));
 	all[nsetup] = *op;
 	for (long k = 0; !done; k++) {
 		struct pool *p = pool_create();
