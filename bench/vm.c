@@ -13,7 +13,8 @@
  *  3. Time from VM create to the first guest instruction (a HLT), library vs
  *     the bare ioctl sequence.
  *
- * Usage: bench-vm [-q] (-q: fewer rounds). Exits 77 without /dev/kvm.
+ * Usage: bench-vm [-q] [boot|overhead|density] (-q: fewer rounds; a name: that
+ * part only). Exits 77 without /dev/kvm.
  */
 #include <math.h>
 #include <stdatomic.h>
@@ -430,14 +431,24 @@ static void boot(void)
 
 int main(int argc, char **argv)
 {
-	quick = argc > 1 && !strcmp(argv[1], "-q");
+	const char *only = NULL;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "-q"))
+			quick = 1;
+		else
+			only = argv[i];
+	}
 	if (guest_kvm_open_error()) {
 		printf("bench-vm: /dev/kvm cannot be opened; nothing to measure\n");
 		return 77;
 	}
 	vmmu_set_log(NULL, VMMU_LOG_ERROR, NULL);
-	boot();
-	overhead();
-	densities();
+	if (!only || !strcmp(only, "boot"))
+		boot();
+	if (!only || !strcmp(only, "overhead"))
+		overhead();
+	if (!only || !strcmp(only, "density"))
+		densities();
 	return 0;
 }

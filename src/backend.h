@@ -18,7 +18,9 @@
 #define VMMU_BACKEND_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 
+#include <libvmmu/dirty.h>
 #include <libvmmu/vm.h>
 
 #include "internal.h"
@@ -26,15 +28,16 @@
 struct vm_ops;
 
 /*
- * Pages of one slot with dirty logging that were marked by the VMM or taken
- * from a dirty ring but not yet reported by vmmu_vm_dirty_get(). Under vm->lock.
+ * Pages of one slot with dirty logging that the VMM marked or that were taken
+ * from a dirty ring, not yet reported by vmmu_vm_dirty_get(). Marks are
+ * lock-free (the bitmap's atomic OR); taking them is under vm->lock.
  */
 struct dirty_slot {
-	uint32_t id;
-	bool any;       /* some bit may be set: lets bitmap modes skip the merge */
+	struct vmmu_dirty_bitmap *bm;
+	atomic_bool any;   /* set after every mark: lets the bitmap modes skip the merge */
 	uint64_t npages;
 	vmmu_gfn_t base_gfn;
-	uint64_t *bits; /* (npages + 63) / 64 words, KVM's bitmap layout */
+	uint64_t *scratch; /* VMMU_DIRTY_WORDS(npages) words for merging marks */
 };
 
 /* The common part of every VM; first member of each backend's VM struct. */
@@ -113,7 +116,7 @@ struct vm_ops {
 int vm_init(struct vmmu_vm *vm, const struct vm_ops *ops, const struct vmmu_vm_options *opts);
 void vm_finish(struct vmmu_vm *vm);
 
-/* Record page @offset of slot @id as dirty (ring harvests); ignores unknown slots and offsets. */
+/* Record page @offset of slot @id as dirty (ring harvests); ignores unknown slots and offsets. Lock-free. */
 void dirty_slot_set(struct vmmu_vm *vm, uint32_t id, uint64_t offset);
 
 /* Backend tables and their availability; a backend not built has no table. */
