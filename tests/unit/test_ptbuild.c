@@ -730,6 +730,56 @@ static void test_random_vs_model(void **state)
 	random_ops(VMMU_PAGING_EPT5, 0x1000000000000ULL, 7);
 }
 
+/*
+ * Tables the builder did not write: a given root whose pages hold random
+ * bytes (entries pointing anywhere, loops, PS bits where they are reserved).
+ * Every call must return a documented code and touch nothing outside guest
+ * memory (ASan and the bounds-checked memslot set would catch it).
+ */
+static void test_garbage_tables(void **state)
+{
+	(void)state;
+	for (size_t mi = 0; mi < ARRAY_SIZE(all_modes); mi++) {
+		enum vmmu_paging_mode m = all_modes[mi];
+		struct pool *p = pool_create();
+		struct vmmu_ptbuild_config cfg = { .mode = m, .maxphyaddr = 46, .flags = VMMU_PTBUILD_F_ROOT,
+						   .root = POOL_GPA, .alloc = pool_alloc, .opaque = p };
+		struct vmmu_ptbuild *b;
+		uint64_t rnd = 0x9e3779b97f4a7c15ULL + mi;
+		const uint64_t window = m == VMMU_PAGING_32BIT || m == VMMU_PAGING_PAE ? 1ULL << 32 : 1ULL << 40;
+
+		/* the first 64 pages: random entries, a fifth of them pointing back into those pages */
+		for (size_t i = 0; i < 64 * 4096 / 8; i++) {
+			uint64_t v = test_rand64(&rnd);
+
+			if (!(v % 5))
+				v = (v & 0xfff) | (POOL_GPA + (v >> 20) % 64 * 4096);
+			memcpy(p->hva + i * 8, &v, 8);
+		}
+		p->next = 64;
+		assert_int_equal(vmmu_ptbuild_create(&b, p->mem, &cfg), 0);
+		vmmu_set_log(NULL, VMMU_LOG_ERROR, NULL);
+		for (int i = 0; i < 400; i++) {
+			struct model_op o;
+			struct vmmu_ptbuild_entry e;
+			int ret;
+
+			model_random_op(m, 0, window, 1ULL << 32, &rnd, &o);
+			o.prot = is_ept(m) ? VMMU_PT_READ : VMMU_PT_WRITE;
+			ret = model_run(b, m, &o);
+			assert_true(ret == 0 || ret == -EFAULT || ret == -ENOMEM || (ret == -EINVAL &&
+				    m == VMMU_PAGING_32BIT));
+			ret = vmmu_ptbuild_lookup(b, test_rand64(&rnd) % window, &e);
+			assert_true(ret == 0 || ret == -ENOENT || ret == -EFAULT);
+			if (ret == 0)
+				assert_true(e.page_size == model_size(m, e.level));
+		}
+		log_capture_stop();
+		vmmu_ptbuild_destroy(b, false);
+		pool_destroy(p);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -745,6 +795,7 @@ int main(void)
 		cmocka_unit_test(test_table_outside_memory),
 		cmocka_unit_test(test_enomem_each_step),
 		cmocka_unit_test(test_random_vs_model),
+		cmocka_unit_test(test_garbage_tables),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

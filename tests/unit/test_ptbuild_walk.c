@@ -449,6 +449,102 @@ static void test_accessed_dirty(void **state)
 	pool_destroy(p);
 }
 
+/* Outcome of a walk without A/D side effects, reduced to what a translation is. */
+static struct outcome walk_outcome(struct vmmu_paging *ctx, vmmu_gva_t gva, uint32_t acc)
+{
+	struct vmmu_walk_result res;
+	struct outcome o = { 0 };
+
+	o.ret = vmmu_walk(ctx, gva, acc | VMMU_WALK_NO_AD, &res);
+	if (o.ret == VMMU_WALK_OK) {
+		o.gpa = res.gpa;
+		o.access = res.access;
+	} else {
+		o.error_code = res.error_code;
+	}
+	return o;
+}
+
+static bool same_translation(const struct outcome *a, const struct outcome *b)
+{
+	return a->ret == b->ret && a->gpa == b->gpa && a->access == b->access && a->error_code == b->error_code;
+}
+
+/*
+ * The allocator fails at each step of a map, an unmap and a protect that split
+ * huge pages; the walker then sees every sample below some point translate as
+ * after the operation and every one from there on as before it.
+ */
+static void test_enomem_walks(void **state)
+{
+	const enum vmmu_paging_mode m = VMMU_PAGING_4LEVEL;
+	const struct model_op setup[] = {
+		{ M_MAP, 0x40000000, VMMU_PT_SIZE_1G, 0x80000000, 3, VMMU_PT_USER },
+		{ M_MAP, 0x80000000, 4 * VMMU_PT_SIZE_2M, 0x0, 2, VMMU_PT_WRITE | VMMU_PT_NX },
+	};
+	const struct model_op ops[] = {
+		{ M_MAP, 0x7fdff000, 0x403000, 0x5000000, 1, VMMU_PT_WRITE | VMMU_PT_USER },
+		{ M_UNMAP, 0x7fdff000, 0x403000, 0, 0, 0 },
+		{ M_PROTECT, 0x7fdff000, 0x403000, 0, 0, VMMU_PT_NX },
+	};
+	static vmmu_gva_t samples[600];
+	size_t n = 0;
+
+	(void)state;
+	for (vmmu_gva_t g = 0x7fc00000; g < 0x80c00000 && n < ARRAY_SIZE(samples); g += 0x7000)
+		samples[n++] = g;
+	for (size_t oi = 0; oi < ARRAY_SIZE(ops); oi++) {
+		struct model_op all[3] = { setup[0], setup[1], ops[oi] };
+		bool done = false;
+		long k;
+
+		for (k = 0; !done; k++) {
+			struct pool *p = pool_create();
+			struct vmmu_ptbuild *b = builder_create(p, m, 0);
+			struct vmmu_paging_regs regs = first_regs(m, vmmu_ptbuild_root(b), false);
+			struct vmmu_paging *ctx;
+			size_t prefix = 0;
+			int ret;
+
+			assert_int_equal(model_run(b, m, &setup[0]), 0);
+			assert_int_equal(model_run(b, m, &setup[1]), 0);
+			p->fail_after = k;
+			vmmu_set_log(NULL, VMMU_LOG_ERROR, NULL);
+			ret = model_run(b, m, &ops[oi]);
+			log_capture_stop();
+			done = ret == 0;
+			assert_true(done || ret == -ENOMEM);
+			assert_int_equal(vmmu_paging_create(&ctx, p->mem, &regs), 0);
+			for (size_t i = 0; i < n; i++) {
+				struct model_state before = model_eval(m, all, 2, samples[i]);
+				struct model_state after = model_eval(m, all, 3, samples[i]);
+				bool as_after = true, as_before = true;
+
+				for (size_t a = 0; a < ARRAY_SIZE(accesses); a++) {
+					struct outcome got = walk_outcome(ctx, samples[i], accesses[a]);
+					struct outcome want_after = expect_first(m, &after, samples[i], accesses[a], false);
+					struct outcome want_before = expect_first(m, &before, samples[i], accesses[a], false);
+
+					as_after = as_after && same_translation(&got, &want_after);
+					as_before = as_before && same_translation(&got, &want_before);
+				}
+				if (prefix == i && as_after)
+					prefix++;
+				else
+					assert_true(as_before);
+			}
+			if (done)
+				assert_int_equal(prefix, n);
+			vmmu_paging_destroy(ctx);
+			vmmu_ptbuild_destroy(b, true);
+			assert_int_equal(p->in_use, 0);
+			pool_destroy(p);
+			assert_true(k < 16);
+		}
+		assert_true(k >= 3); /* each operation needed at least two table pages */
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -456,6 +552,7 @@ int main(void)
 		cmocka_unit_test(test_second_stage),
 		cmocka_unit_test(test_two_dimensional),
 		cmocka_unit_test(test_accessed_dirty),
+		cmocka_unit_test(test_enomem_walks),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
