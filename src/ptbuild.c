@@ -59,7 +59,7 @@ struct vmmu_ptbuild {
 	uint8_t va_bits;    /* width of the input address: 32, 48 or 57 */
 	uint8_t maxphyaddr;
 	bool ept;
-	bool canonical;     /* 4-/5-level: the input address must be canonical */
+	bool canonical;     /* 4-/5-level first stage: the input address must be canonical */
 	bool root_owned;    /* the builder allocated the root */
 	uint32_t flags;
 	vmmu_gpa_t root;
@@ -605,12 +605,16 @@ static int check_config(const struct vmmu_ptbuild_config *cfg)
 		log_err("ptbuild: MAXPHYADDR %u is outside 32..52", cfg->maxphyaddr);
 		return -EINVAL;
 	}
-	if (cfg->flags & ~(VMMU_PTBUILD_F_ROOT | VMMU_PTBUILD_F_EPT_AD)) {
+	if (cfg->flags & ~(VMMU_PTBUILD_F_ROOT | VMMU_PTBUILD_F_EPT_AD | VMMU_PTBUILD_F_NPT)) {
 		log_err("ptbuild: unknown flags 0x%x", cfg->flags);
 		return -EINVAL;
 	}
 	if ((cfg->flags & VMMU_PTBUILD_F_EPT_AD) && cfg->mode != VMMU_PAGING_EPT4 && cfg->mode != VMMU_PAGING_EPT5) {
 		log_err("ptbuild: the EPT A/D flag needs an EPT mode");
+		return -EINVAL;
+	}
+	if ((cfg->flags & VMMU_PTBUILD_F_NPT) && cfg->mode != VMMU_PAGING_4LEVEL && cfg->mode != VMMU_PAGING_5LEVEL) {
+		log_err("ptbuild: NPT tables are 4- or 5-level");
 		return -EINVAL;
 	}
 	return 0;
@@ -654,6 +658,8 @@ int vmmu_ptbuild_create(struct vmmu_ptbuild **out, const struct vmmu_memslots *m
 		log_err("ptbuild: mode %d has no page tables to build", (int)cfg->mode);
 		goto fail;
 	}
+	if (cfg->flags & VMMU_PTBUILD_F_NPT)
+		b->canonical = false; /* the input is a GPA: [0, 2^48) or [0, 2^57) */
 	b->mem = mem;
 	b->maxphyaddr = cfg->maxphyaddr;
 	b->flags = cfg->flags;

@@ -11,8 +11,8 @@
  *
  * Formats (enum vmmu_paging_mode): VMMU_PAGING_32BIT, _PAE, _4LEVEL, _5LEVEL,
  * _EPT4, _EPT5. AMD NPT tables are the 4-/5-level format: build them with
- * _4LEVEL/_5LEVEL, map with VMMU_PT_USER (every NPT access is a user access)
- * and load vmmu_ptbuild_root() into nCR3.
+ * _4LEVEL/_5LEVEL and VMMU_PTBUILD_F_NPT, map with VMMU_PT_USER (every NPT
+ * access is a user access) and load vmmu_ptbuild_root() into nCR3.
  *
  * Entries the builder writes:
  *  - non-leaf entries grant everything (first stage: P|W|U, no XD; PAE
@@ -118,6 +118,11 @@ typedef void (*vmmu_ptbuild_free_fn)(void *opaque, vmmu_gpa_t gpa);
 /* vmmu_ptbuild_config.flags */
 #define VMMU_PTBUILD_F_ROOT   (1u << 0) /**< use config.root as the root table instead of allocating one */
 #define VMMU_PTBUILD_F_EPT_AD (1u << 1) /**< EPT: set the A/D enable bit (6) in the EPTP */
+/**
+ * 4-/5-level tables used as an AMD NPT: input addresses are GPAs in
+ * [0, 2^48) or [0, 2^57), not canonical linear addresses.
+ */
+#define VMMU_PTBUILD_F_NPT    (1u << 2)
 
 /** How to create a builder. Zero-initialise, then fill in. */
 struct vmmu_ptbuild_config {
@@ -150,7 +155,8 @@ struct vmmu_ptbuild;
  * zeroed (for PAE the PDPT is the first 32 bytes of that page).
  *
  * Return: 0; -EINVAL (NULL argument, no allocator, paging off or unknown mode,
- * MAXPHYADDR outside 32..52, unknown flags, EPT_AD for a non-EPT mode,
+ * MAXPHYADDR outside 32..52, unknown flags, EPT_AD for a non-EPT mode, NPT
+ * for a mode other than 4-/5-level,
  * non-zero reserved fields, a given root that is unaligned or out of range);
  * -EFAULT (the root is not in writable guest memory, or the allocator returned
  * a page that is unaligned, out of range or not in writable guest memory);

@@ -414,6 +414,8 @@ static void test_rejects_create(void **state)
 	REJECT(cfg.maxphyaddr = 53, -EINVAL);
 	REJECT(cfg.flags = 0x80, -EINVAL);
 	REJECT(cfg.flags = VMMU_PTBUILD_F_EPT_AD, -EINVAL);
+	REJECT((cfg.flags = VMMU_PTBUILD_F_NPT, cfg.mode = VMMU_PAGING_EPT4), -EINVAL);
+	REJECT((cfg.flags = VMMU_PTBUILD_F_NPT, cfg.mode = VMMU_PAGING_PAE), -EINVAL);
 	REJECT(cfg.reserved[3] = 1, -EINVAL);
 	REJECT((cfg.flags = VMMU_PTBUILD_F_ROOT, cfg.root = POOL_GPA + 0x20), -EINVAL);
 	REJECT((cfg.flags = VMMU_PTBUILD_F_ROOT, cfg.root = 1ULL << 40), -EINVAL);
@@ -448,6 +450,7 @@ static void test_rejects_calls(void **state)
 	struct vmmu_ptbuild *b32 = builder_create(p, VMMU_PAGING_32BIT, 0);
 	struct vmmu_ptbuild *bpae = builder_create(p, VMMU_PAGING_PAE, 0);
 	struct vmmu_ptbuild *bept = builder_create(p, VMMU_PAGING_EPT4, 0);
+	struct vmmu_ptbuild *bnpt = builder_create(p, VMMU_PAGING_4LEVEL, VMMU_PTBUILD_F_NPT);
 	struct vmmu_ptbuild_entry e;
 	struct log_capture log;
 	uint8_t *snapshot = malloc((size_t)POOL_PAGES * 4096);
@@ -490,6 +493,8 @@ static void test_rejects_calls(void **state)
 	REJECT(vmmu_ptbuild_map(b32, 0xfffff000, 0, 2 * KiB4, KiB4, 0));
 	REJECT(vmmu_ptbuild_map(bpae, 0x100000000ULL, 0, KiB4, KiB4, 0));
 	REJECT(vmmu_ptbuild_map(bept, 1ULL << 48, 0, KiB4, KiB4, VMMU_PT_READ));
+	REJECT(vmmu_ptbuild_map(bnpt, (1ULL << 48) - KiB4, 0, 2 * KiB4, KiB4, VMMU_PT_USER)); /* NPT: GPA < 2^48 */
+	REJECT(vmmu_ptbuild_map(bnpt, 0xffffffffc0000000ULL, 0, KiB4, KiB4, VMMU_PT_USER));
 	REJECT(vmmu_ptbuild_lookup(b4, 0x0000800000000000ULL, &e));
 	/* output address range: MAXPHYADDR 46; 32-bit PTEs reach 4 GiB, 4 MiB pages 40 bits */
 	REJECT(vmmu_ptbuild_map(b4, 0, 1ULL << 46, KiB4, KiB4, 0));
@@ -517,6 +522,10 @@ static void test_rejects_calls(void **state)
 	log_capture_stop();
 	assert_int_equal(p->allocs, allocs);
 	assert_memory_equal(snapshot, p->hva, (size_t)POOL_PAGES * 4096);
+	/* an NPT takes any GPA below 2^48, canonical or not */
+	assert_int_equal(vmmu_ptbuild_map(bnpt, 0x0000800000000000ULL, 0x1000, KiB4, KiB4, VMMU_PT_USER), 0);
+	assert_int_equal(vmmu_ptbuild_lookup(bnpt, 0x0000800000000123ULL, &e), 0);
+	assert_int_equal(e.gpa, 0x1123);
 	/* not mapped is not an error */
 	assert_int_equal(vmmu_ptbuild_lookup(b4, 0x400000, &e), -ENOENT);
 	assert_int_equal(e.level, 2);
@@ -524,6 +533,7 @@ static void test_rejects_calls(void **state)
 	vmmu_ptbuild_destroy(b32, true);
 	vmmu_ptbuild_destroy(bpae, true);
 	vmmu_ptbuild_destroy(bept, true);
+	vmmu_ptbuild_destroy(bnpt, true);
 	assert_int_equal(p->in_use, 0);
 	free(snapshot);
 	pool_destroy(p);

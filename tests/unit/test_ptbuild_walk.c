@@ -292,7 +292,7 @@ static struct vmmu_paging *second_ctx(struct pool *p, struct vmmu_ptbuild *b, en
 static void second_stage(enum vmmu_paging_mode m, bool ept, vmmu_gpa_t window, uint64_t seed)
 {
 	struct pool *p = pool_create();
-	struct vmmu_ptbuild *b = builder_create(p, m, 0);
+	struct vmmu_ptbuild *b = builder_create(p, m, ept ? 0 : VMMU_PTBUILD_F_NPT);
 	const uint64_t wsize = 8 * model_size(m, 3);
 	static struct model_op ops[NOPS];
 	static vmmu_gva_t samples[NSAMPLES];
@@ -329,7 +329,8 @@ static void test_second_stage(void **state)
 	second_stage(VMMU_PAGING_EPT4, true, 0x0000100000000000ULL, 11);
 	second_stage(VMMU_PAGING_EPT5, true, 0x0010000000000000ULL, 12);
 	second_stage(VMMU_PAGING_4LEVEL, false, 0x0000004000000000ULL, 13); /* NPT, 4 levels */
-	second_stage(VMMU_PAGING_5LEVEL, false, 0x0001000000000000ULL, 14); /* NPT, 5 levels */
+	second_stage(VMMU_PAGING_4LEVEL, false, 0x0000fffe00000000ULL, 15); /* GPAs up to 2^48 - 1 */
+	second_stage(VMMU_PAGING_5LEVEL, false, 0x01fffffe00000000ULL, 14); /* NPT, 5 levels, up to 2^57 - 1 */
 }
 
 /*
@@ -344,7 +345,7 @@ static void test_second_stage(void **state)
 static void two_d(enum vmmu_paging_mode m1, enum vmmu_paging_mode m2, bool ept, uint64_t seed)
 {
 	struct pool *p1 = pool_create_at(L2_TABLES), *p2 = pool_create();
-	struct vmmu_ptbuild *b1 = builder_create(p1, m1, 0), *b2 = builder_create(p2, m2, 0);
+	struct vmmu_ptbuild *b1 = builder_create(p1, m1, 0), *b2 = builder_create(p2, m2, ept ? 0 : VMMU_PTBUILD_F_NPT);
 	const bool small = m1 == VMMU_PAGING_32BIT || m1 == VMMU_PAGING_PAE;
 	const vmmu_gva_t window = small ? 0x10000000 : 0x00007f0000000000ULL;
 	const uint64_t wsize = 8 * model_size(m1, model_top_leaf(m1));
