@@ -41,8 +41,9 @@
  * translate exactly as before the call (same GPA, same protection; a huge
  * page on the failing page's path may already be split into smaller pages
  * that map the same), and the call returns the error. Tables linked before
- * the failure stay linked (possibly empty); they are valid. Calling again
- * with the same arguments completes the operation.
+ * the failure stay linked (possibly empty); they are valid. After -ENOMEM,
+ * calling again with the same arguments (and pages to give) completes the
+ * operation.
  * -EFAULT also covers an allocator that returns an unusable page (unaligned,
  * past MAXPHYADDR or 4 GiB, not in writable guest memory); that page is given
  * back through the free callback. Argument errors (-EINVAL) are found before
@@ -170,7 +171,9 @@ VMMU_API int vmmu_ptbuild_create(struct vmmu_ptbuild **out, const struct vmmu_me
  * @free_tables: give every table page reachable from the root back through
  * the free callback (if there is one), the root included unless the caller
  * supplied it; otherwise the tables stay in guest memory, valid, for the
- * guest to keep using.
+ * guest to keep using. Tables the caller linked in by hand are freed too if
+ * reachable; a table reachable through two entries would be freed twice, so
+ * free only trees the builder built.
  */
 VMMU_API void vmmu_ptbuild_destroy(struct vmmu_ptbuild *b, bool free_tables);
 
