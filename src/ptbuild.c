@@ -411,6 +411,14 @@ static int apply(struct vmmu_ptbuild *b, struct request *r, uint64_t va, uint64_
 
 /* ---- argument checks ---- */
 
+static bool is_null(const void *b, const char *what)
+{
+	if (b)
+		return false;
+	log_err("ptbuild: %s with a NULL argument", what);
+	return true;
+}
+
 static int check_gva_range(const struct vmmu_ptbuild *b, vmmu_gva_t gva, uint64_t size, uint64_t align)
 {
 	uint64_t last = gva + size - 1;
@@ -470,7 +478,7 @@ int vmmu_ptbuild_map_raw(struct vmmu_ptbuild *b, vmmu_gva_t gva, vmmu_gpa_t gpa,
 	uint64_t limit;
 	int ret;
 
-	if (!b)
+	if (is_null(b, "map"))
 		return -EINVAL;
 	r.map_level = page_size_level(b, page_size);
 	if (r.map_level < 0) {
@@ -505,7 +513,7 @@ int vmmu_ptbuild_unmap(struct vmmu_ptbuild *b, vmmu_gva_t gva, uint64_t size)
 	struct request r = { .op = OP_UNMAP };
 	int ret;
 
-	if (!b)
+	if (is_null(b, "unmap"))
 		return -EINVAL;
 	ret = check_gva_range(b, gva, size, VMMU_PAGE_SIZE);
 	return ret ? ret : apply(b, &r, gva, size);
@@ -516,7 +524,7 @@ int vmmu_ptbuild_protect(struct vmmu_ptbuild *b, vmmu_gva_t gva, uint64_t size, 
 	struct request r = { .op = OP_PROTECT, .prot = prot };
 	int ret;
 
-	if (!b)
+	if (is_null(b, "protect"))
 		return -EINVAL;
 	ret = check_gva_range(b, gva, size, VMMU_PAGE_SIZE);
 	if (!ret)
@@ -529,7 +537,7 @@ int vmmu_ptbuild_lookup(const struct vmmu_ptbuild *b, vmmu_gva_t gva, struct vmm
 	vmmu_gpa_t table;
 	int level;
 
-	if (!b || !out)
+	if (is_null(b, "lookup") || is_null(out, "lookup"))
 		return -EINVAL;
 	if (check_gva_range(b, gva & VMMU_PAGE_MASK, VMMU_PAGE_SIZE, VMMU_PAGE_SIZE))
 		return -EINVAL;
@@ -651,8 +659,10 @@ int vmmu_ptbuild_create(struct vmmu_ptbuild **out, const struct vmmu_memslots *m
 	if (ret)
 		return ret;
 	b = calloc(1, sizeof(*b));
-	if (!b)
+	if (!b) {
+		log_err("ptbuild: no memory for a builder");
 		return -ENOMEM;
+	}
 	ret = set_format(b, cfg->mode);
 	if (ret) {
 		log_err("ptbuild: mode %d has no page tables to build", (int)cfg->mode);
