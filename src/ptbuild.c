@@ -352,6 +352,32 @@ static void map_leaves(struct vmmu_ptbuild *b, struct request *r, void *t, unsig
 	} while (*left && i < table_entries(b, level));
 }
 
+/*
+ * Unmap or protect: handle the entries of table @t from @i on that need no
+ * descent (holes, leaves the range covers whole). Returns false if the
+ * entry at @i needs one (a table, or a leaf the range covers in part).
+ */
+static bool sweep_leaves(const struct vmmu_ptbuild *b, const struct request *r, void *t, unsigned int i, int level,
+			 uint64_t *va, uint64_t *left)
+{
+	uint64_t size = level_size(b, level);
+	bool moved = false;
+
+	for (; *left && i < table_entries(b, level); i++) {
+		uint64_t e = entry_get(b, t, i), step = size - (*va & (size - 1));
+
+		if (entry_is_present(b, e)) {
+			if (!entry_is_leaf(b, e, level) || step != size || *left < size)
+				break;
+			entry_set(b, t, i, r->op == OP_UNMAP ? 0 : reprotect(b, e, level, r->prot));
+		}
+		*left = step >= *left ? 0 : *left - step;
+		*va += step;
+		moved = true;
+	}
+	return moved;
+}
+
 static int apply(struct vmmu_ptbuild *b, struct request *r, uint64_t va, uint64_t left)
 {
 	while (left) {
@@ -361,7 +387,7 @@ static int apply(struct vmmu_ptbuild *b, struct request *r, uint64_t va, uint64_
 		for (;;) {
 			void *t = table_hva(b, table, level, true);
 			unsigned int i = table_index(b, va, level);
-			uint64_t size = level_size(b, level), e;
+			uint64_t e;
 			vmmu_gpa_t child;
 			int ret;
 
@@ -374,26 +400,14 @@ static int apply(struct vmmu_ptbuild *b, struct request *r, uint64_t va, uint64_
 				map_leaves(b, r, t, i, level, &va, &left);
 				break;
 			}
-			e = entry_get(b, t, i);
-			if (!entry_is_present(b, e) && r->op != OP_MAP) {
-				uint64_t skip = size - (va & (size - 1));
-
-				if (skip >= left)
-					return 0;
-				va += skip;
-				left -= skip;
+			if (r->op != OP_MAP && sweep_leaves(b, r, t, i, level, &va, &left))
 				break;
-			}
-			if (entry_is_present(b, e) && entry_is_leaf(b, e, level)) {
-				if (r->op != OP_MAP && !(va & (size - 1)) && left >= size) {
-					entry_set(b, t, i, r->op == OP_UNMAP ? 0 : reprotect(b, e, level, r->prot));
-					va += size;
-					left -= size;
-					break;
-				}
-				ret = split(b, e, level, &child);
-			} else if (!entry_is_present(b, e)) {
+			/* map: a missing table or a huge leaf on the way; unmap/protect: a table or a partly covered leaf */
+			e = entry_get(b, t, i);
+			if (!entry_is_present(b, e)) {
 				ret = table_alloc(b, false, &child);
+			} else if (entry_is_leaf(b, e, level)) {
+				ret = split(b, e, level, &child);
 			} else {
 				table = entry_table(b, e);
 				level--;
