@@ -447,6 +447,55 @@ static void test_accessed_dirty(void **state)
 	assert_int_equal(res.error_code, VMMU_PFERR_PRESENT | VMMU_PFERR_WRITE);
 	vmmu_paging_destroy(ctx);
 	vmmu_ptbuild_destroy(b, true);
+	assert_int_equal(p->in_use, 0);
+
+	/* EPT with the A/D bit in the EPTP: the walk sets EPT A (8) and D (9); protect keeps them */
+	b = builder_create(p, VMMU_PAGING_EPT4, VMMU_PTBUILD_F_EPT_AD);
+	{
+		struct vmmu_ept_config cfg = { .eptp = vmmu_ptbuild_root(b), .maxphyaddr = 46 };
+
+		assert_int_equal(cfg.eptp & 0x40, 0x40);
+		assert_int_equal(vmmu_ptbuild_map(b, 0x3000, 0x7000, VMMU_PT_SIZE_4K, VMMU_PT_SIZE_4K, VMMU_PT_EPT_RWX), 0);
+		assert_int_equal(vmmu_paging_create_ept(&ctx, p->mem, &cfg), 0);
+	}
+	assert_int_equal(vmmu_walk(ctx, 0x3010, VMMU_WALK_WRITE, &res), VMMU_WALK_OK);
+	assert_int_equal(res.gpa, 0x7010);
+	assert_int_equal(vmmu_ptbuild_lookup(b, 0x3000, &e), 0);
+	assert_int_equal(e.entries[0] & 0x300, 0x300);
+	assert_int_equal(e.entries[1] & 0x300, 0x100);
+	assert_int_equal(vmmu_ptbuild_protect(b, 0x3000, VMMU_PT_SIZE_4K, VMMU_PT_READ), 0);
+	assert_int_equal(vmmu_ptbuild_lookup(b, 0x3000, &e), 0);
+	assert_int_equal(e.entries[0], 0x7000ULL | 0x1 | 0x300);
+	vmmu_paging_destroy(ctx);
+	vmmu_ptbuild_destroy(b, true);
+	assert_int_equal(p->in_use, 0);
+	pool_destroy(p);
+}
+
+/* 32-bit paging: the builder's 4 MiB pages are pages only with CR4.PSE; without it PS is ignored. */
+static void test_pse_off(void **state)
+{
+	struct pool *p = pool_create();
+	struct vmmu_ptbuild *b = builder_create(p, VMMU_PAGING_32BIT, 0);
+	struct vmmu_paging_regs regs = first_regs(VMMU_PAGING_32BIT, vmmu_ptbuild_root(b), false);
+	struct vmmu_walk_result res;
+	struct vmmu_paging *ctx;
+
+	(void)state;
+	/* the frame is inside the (zeroed, unused) pool, so read as a page table it holds no PTE */
+	assert_int_equal(vmmu_ptbuild_map(b, 0x400000, 0x800000, VMMU_PT_SIZE_4M, VMMU_PT_SIZE_4M, VMMU_PT_WRITE), 0);
+	assert_int_equal(vmmu_paging_create(&ctx, p->mem, &regs), 0);
+	assert_int_equal(vmmu_walk(ctx, 0x400123, VMMU_WALK_NO_AD, &res), VMMU_WALK_OK);
+	assert_int_equal(res.gpa, 0x800123);
+	assert_int_equal(res.page_size, VMMU_PT_SIZE_4M);
+	regs.cr4 &= ~VMMU_CR4_PSE;
+	assert_int_equal(vmmu_paging_update(ctx, &regs), 0);
+	assert_int_equal(vmmu_walk(ctx, 0x400123, VMMU_WALK_NO_AD, &res), VMMU_WALK_PAGE_FAULT);
+	assert_int_equal(res.error_code, 0);
+	assert_int_equal(res.level, 1);
+	assert_int_equal(res.gpte_gpa[0], 0x800000);
+	vmmu_paging_destroy(ctx);
+	vmmu_ptbuild_destroy(b, true);
 	pool_destroy(p);
 }
 
@@ -554,6 +603,7 @@ int main(void)
 		cmocka_unit_test(test_two_dimensional),
 		cmocka_unit_test(test_accessed_dirty),
 		cmocka_unit_test(test_enomem_walks),
+		cmocka_unit_test(test_pse_off),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
