@@ -324,67 +324,38 @@ void vmmu_dirty_iter_init(struct vmmu_dirty_iter *it, const uint64_t *words, uin
 		it->pending = words[0] & (it->nwords == 1 ? last_word_mask(npages) : ~0ULL);
 }
 
-/*
- * Make it->pending non-zero, moving to the next non-zero word; false at the
- * end. The scan over zero words is the whole cost at low density, so it is a
- * bare loop over the array.
- */
-static inline bool iter_fill(struct vmmu_dirty_iter *it)
+bool vmmu_dirty_iter_advance(struct vmmu_dirty_iter *it)
 {
-	const uint64_t *words = it->words;
-	uint64_t i = it->index, n = it->nwords;
-	uint64_t w;
+	const uint64_t *w = it->words;
+	uint64_t n = it->nwords, i = it->index + 1, x;
 
-	if (likely(it->pending))
-		return true;
-	if (i >= n)
+	if (it->index >= n)
 		return false;
-	do {
-		if (++i >= n) {
+	/* At low density nearly all the time goes here: test eight words per branch. */
+	for (; i + 8 <= n; i += 8)
+		if (w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] | w[i + 7])
+			break;
+	for (; i < n && !w[i]; i++)
+		;
+	if (i >= n) {
+		it->index = n;
+		return false;
+	}
+	x = w[i];
+	if (i == n - 1) {
+		x &= last_word_mask(it->npages);
+		if (!x) {
 			it->index = n;
 			return false;
 		}
-		w = words[i];
-	} while (!w);
-	if (i == n - 1)
-		w &= last_word_mask(it->npages);
+	}
 	it->index = i;
-	it->pending = w;
-	return w != 0;
-}
-
-bool vmmu_dirty_iter_next(struct vmmu_dirty_iter *it, vmmu_gfn_t *gfn)
-{
-	unsigned int bit;
-
-	if (!iter_fill(it))
-		return false;
-	bit = ctz64(it->pending);
-	it->pending &= it->pending - 1;
-	*gfn = it->base + it->index * 64 + bit;
+	it->pending = x;
 	return true;
 }
 
-bool vmmu_dirty_iter_next_range(struct vmmu_dirty_iter *it, struct vmmu_dirty_range *range)
+void vmmu_dirty_iter_extend(struct vmmu_dirty_iter *it, struct vmmu_dirty_range *range)
 {
-	unsigned int bit, len;
-	uint64_t inv, total;
-
-	if (!iter_fill(it))
-		return false;
-	bit = ctz64(it->pending);
-	inv = ~(it->pending >> bit);
-	len = inv ? ctz64(inv) : 64;
-	range->first = it->base + it->index * 64 + bit;
-	if (bit + len < 64) {
-		/* The run ends inside this word. */
-		it->pending &= ~GENMASK_ULL(bit + len - 1, bit);
-		range->npages = len;
-		return true;
-	}
-	/* The run reaches bit 63: follow it into the next words. */
-	total = len;
-	it->pending = 0;
 	while (++it->index < it->nwords) {
 		uint64_t w = it->words[it->index];
 		unsigned int ones;
@@ -392,16 +363,14 @@ bool vmmu_dirty_iter_next_range(struct vmmu_dirty_iter *it, struct vmmu_dirty_ra
 		if (it->index == it->nwords - 1)
 			w &= last_word_mask(it->npages);
 		if (w == ~0ULL) {
-			total += 64;
+			range->npages += 64;
 			continue;
 		}
 		ones = ctz64(~w);
-		total += ones;
-		it->pending = ones ? w & ~GENMASK_ULL(ones - 1, 0) : w;
-		break;
+		range->npages += ones;
+		it->pending = w & (~0ULL << ones);
+		return;
 	}
-	range->npages = total;
-	return true;
 }
 
 /* ------------------------------------------------------------------------- */

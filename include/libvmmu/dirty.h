@@ -191,7 +191,7 @@ struct vmmu_dirty_iter {
 	uint64_t nwords;
 	uint64_t npages;
 	vmmu_gfn_t base;
-	uint64_t index;    /* word being consumed */
+	uint64_t index;    /* word being consumed (nwords at the end) */
 	uint64_t pending;  /* its bits not yet returned */
 	uint64_t reserved[2];
 };
@@ -206,21 +206,71 @@ VMMU_API void vmmu_dirty_iter_init(struct vmmu_dirty_iter *it, const uint64_t *w
 				   vmmu_gfn_t base);
 
 /**
+ * vmmu_dirty_iter_advance() - slow path of the inline iterators below: move
+ * to the next word with a dirty frame (skipping zero words eight at a time).
+ * Callers use vmmu_dirty_iter_next() and vmmu_dirty_iter_next_range().
+ *
+ * Return: true if such a word exists, false at the end.
+ */
+VMMU_API bool vmmu_dirty_iter_advance(struct vmmu_dirty_iter *it);
+
+/**
+ * vmmu_dirty_iter_extend() - slow path of vmmu_dirty_iter_next_range(): grow
+ * @range, which ends at the last bit of the current word, over the words that
+ * follow.
+ */
+VMMU_API void vmmu_dirty_iter_extend(struct vmmu_dirty_iter *it, struct vmmu_dirty_range *range);
+
+/**
  * vmmu_dirty_iter_next() - the next dirty frame, in ascending order.
- * Skips zero words without looking at their bits.
+ * Inline, so that a dense buffer costs a few instructions per frame.
  *
  * Return: true and *@gfn set, or false at the end (and on every call after).
  */
-VMMU_API bool vmmu_dirty_iter_next(struct vmmu_dirty_iter *it, vmmu_gfn_t *gfn);
+static inline bool vmmu_dirty_iter_next(struct vmmu_dirty_iter *it, vmmu_gfn_t *gfn)
+{
+	uint64_t p = it->pending;
+
+	if (!p) {
+		if (!vmmu_dirty_iter_advance(it))
+			return false;
+		p = it->pending;
+	}
+	*gfn = it->base + it->index * 64 + (uint64_t)__builtin_ctzll(p);
+	it->pending = p & (p - 1);
+	return true;
+}
 
 /**
  * vmmu_dirty_iter_next_range() - the next maximal run of consecutive dirty
  * frames, in ascending order (runs cross word boundaries). Can be mixed with
  * vmmu_dirty_iter_next(): a run starts at the next frame not yet returned.
  *
- * Return: true and *@range set, or false at the end.
+ * Return: true and *@range set, or false at the end (and on every call after).
  */
-VMMU_API bool vmmu_dirty_iter_next_range(struct vmmu_dirty_iter *it, struct vmmu_dirty_range *range);
+static inline bool vmmu_dirty_iter_next_range(struct vmmu_dirty_iter *it, struct vmmu_dirty_range *range)
+{
+	uint64_t p = it->pending, rest;
+	unsigned int bit, len;
+
+	if (!p) {
+		if (!vmmu_dirty_iter_advance(it))
+			return false;
+		p = it->pending;
+	}
+	bit = (unsigned int)__builtin_ctzll(p);
+	rest = ~(p >> bit); /* its lowest set bit ends the run */
+	len = rest ? (unsigned int)__builtin_ctzll(rest) : 64;
+	range->first = it->base + it->index * 64 + bit;
+	range->npages = len;
+	if (bit + len < 64) {
+		it->pending = p & ~(((1ULL << len) - 1) << bit);
+		return true;
+	}
+	it->pending = 0;
+	vmmu_dirty_iter_extend(it, range);
+	return true;
+}
 
 /* ------------------------------------------------------------------------- */
 /* Ring                                                                      */
