@@ -111,8 +111,9 @@ VMMU_API int vmmu_dirty_bitmap_test(const struct vmmu_dirty_bitmap *bm, uint64_t
  * @opaque: passed to @rearm.
  *
  * Each word is taken and zeroed atomically, so marks racing with the call are
- * either returned now or stay for the next harvest. One harvester at a time
- * (get_and_clear, clear and merge must not run concurrently with each other).
+ * either returned now or stay for the next harvest. One harvester at a time:
+ * get_and_clear and clear must not run concurrently with each other on one
+ * bitmap (marks, merges into it, get and test may).
  *
  * Return: the number of dirty pages returned; -EINVAL (NULL @bm or @buf).
  */
@@ -156,8 +157,9 @@ VMMU_API int64_t vmmu_dirty_bitmap_clear(struct vmmu_dirty_bitmap *bm, uint64_t 
  * vmmu_dirty_bitmap_merge() - OR every dirty page of @src into @dst (e.g. the
  * VMM's own device writes into the log harvested from KVM). @src is unchanged.
  *
- * Marks into @dst; safe against concurrent marks on both. Not atomic as a
- * whole: a harvest of @src racing with the merge may or may not be included.
+ * Acts as marks of @dst, so it may run concurrently with anything but
+ * destroy. Not atomic as a whole: marks of @src and harvests of @src racing
+ * with the merge may or may not be included.
  *
  * Return: 0; -EINVAL (NULL argument, @dst == @src, different sizes).
  */
@@ -308,6 +310,11 @@ struct vmmu_dirty_ring;
  *           mmap'ed ring of a fresh vCPU); owned by the caller and must outlive
  *           the ring. NULL: the library allocates and frees zeroed storage.
  * @out: receives the ring; the caller owns it (vmmu_dirty_ring_destroy()).
+ *
+ * The consumer's position starts at entry 0. To harvest KVM's ring, pass its
+ * mmap and use only vmmu_dirty_ring_harvest(): KVM is the producer, and
+ * KVM_RESET_DIRTY_RINGS is its reset (push, reset, used and soft_full track
+ * this library's own pushes only).
  *
  * Return: 0; -EINVAL (NULL @out, bad @nentries or @reserved, misaligned @storage); -ENOMEM.
  */
