@@ -25,6 +25,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include <libvmmu/dirty.h>
 
 #include "internal.h"
@@ -160,8 +164,57 @@ int vmmu_dirty_bitmap_test(const struct vmmu_dirty_bitmap *bm, uint64_t page)
 	return !!(atomic_load_explicit(&bm->words[page / 64], memory_order_acquire) & BIT_ULL(page % 64));
 }
 
-/* Take word @i: return its bits and leave it 0 (see the note at the top). */
-static inline uint64_t take_word(_Atomic uint64_t *word)
+static inline unsigned int count_bits(uint64_t w)
+{
+	return w == ~0ULL ? 64 : popcount64(w);
+}
+
+/*
+ * Copying out a large bitmap: past this size the buffer cannot stay in the
+ * caches anyway, so stores that bypass them (as memcpy uses at such sizes)
+ * save reading every destination line first. get_and_clear streams only until
+ * its first locked exchange (see out_end()): all-clean and all-dirty bitmaps
+ * are copied at memcpy speed, mixed ones with ordinary stores.
+ */
+#define STREAM_MIN_WORDS (1u << 19) /* 4 MiB */
+
+struct out_buf {
+	uint64_t *w;
+	bool stream;
+};
+
+static inline struct out_buf out_begin(uint64_t *buf, uint64_t nwords)
+{
+	return (struct out_buf){ buf, nwords >= STREAM_MIN_WORDS && (uintptr_t)buf % 8 == 0 };
+}
+
+static inline void out_put(struct out_buf *o, uint64_t i, uint64_t w)
+{
+#if defined(__x86_64__)
+	if (o->stream) {
+		_mm_stream_si64((long long *)&o->w[i], (long long)w);
+		return;
+	}
+#endif
+	o->w[i] = w;
+}
+
+/*
+ * Order the streamed stores before anything the caller does next. Also called
+ * before the first locked operation of a harvest: a locked operation waits for
+ * every streamed store in flight, so the two must not alternate.
+ */
+static inline void out_end(struct out_buf *o)
+{
+#if defined(__x86_64__)
+	if (o->stream)
+		_mm_sfence();
+#endif
+	o->stream = false;
+}
+
+/* Take a bitmap word: return its bits and leave it 0 (see the note at the top). */
+static inline uint64_t take_word(_Atomic uint64_t *word, struct out_buf *out)
 {
 	uint64_t w = atomic_load_explicit(word, memory_order_acquire);
 
@@ -171,12 +224,9 @@ static inline uint64_t take_word(_Atomic uint64_t *word)
 		atomic_store_explicit(word, 0, memory_order_relaxed);
 		return w;
 	}
+	if (unlikely(out->stream))
+		out_end(out);
 	return atomic_exchange_explicit(word, 0, memory_order_acquire);
-}
-
-static inline unsigned int count_bits(uint64_t w)
-{
-	return w == ~0ULL ? 64 : popcount64(w);
 }
 
 int64_t vmmu_dirty_bitmap_get_and_clear(struct vmmu_dirty_bitmap *bm, uint64_t *buf, vmmu_dirty_rearm_fn rearm,
@@ -188,16 +238,19 @@ int64_t vmmu_dirty_bitmap_get_and_clear(struct vmmu_dirty_bitmap *bm, uint64_t *
 		log_err("dirty: get_and_clear with a NULL %s", bm ? "buffer" : "bitmap");
 		return -EINVAL;
 	}
-	for (uint64_t i = 0; i < bm->nwords; i++) {
-		uint64_t w = take_word(&bm->words[i]);
+	struct out_buf out = out_begin(buf, bm->nwords);
 
-		buf[i] = w;
+	for (uint64_t i = 0; i < bm->nwords; i++) {
+		uint64_t w = take_word(&bm->words[i], &out);
+
+		out_put(&out, i, w);
 		if (!w)
 			continue;
 		count += count_bits(w);
 		if (rearm)
 			rearm(bm->slot, i * 64, w, opaque);
 	}
+	out_end(&out);
 	return count;
 }
 
@@ -209,13 +262,16 @@ int64_t vmmu_dirty_bitmap_get(const struct vmmu_dirty_bitmap *bm, uint64_t *buf)
 		log_err("dirty: get with a NULL %s", bm ? "buffer" : "bitmap");
 		return -EINVAL;
 	}
+	struct out_buf out = out_begin(buf, bm->nwords);
+
 	for (uint64_t i = 0; i < bm->nwords; i++) {
 		uint64_t w = atomic_load_explicit(&bm->words[i], memory_order_acquire);
 
-		buf[i] = w;
+		out_put(&out, i, w);
 		if (w)
 			count += count_bits(w);
 	}
+	out_end(&out);
 	return count;
 }
 
