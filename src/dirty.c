@@ -369,6 +369,13 @@ int vmmu_dirty_bitmap_merge_buf(struct vmmu_dirty_bitmap *dst, const uint64_t *b
 
 static_assert(sizeof(struct vmmu_dirty_iter) == 8 * 8, "iterator layout is ABI");
 
+/*
+ * The iterator finds non-zero words through a summary: bit k of it->ahead says
+ * word it->ahead_base + k is non-zero and not visited yet. A summary of 64
+ * words is built without branches, so at low density the scan costs about
+ * what reading the words costs, and each non-zero word is then found with one
+ * ctz instead of a mispredicted loop exit.
+ */
 void vmmu_dirty_iter_init(struct vmmu_dirty_iter *it, const uint64_t *words, uint64_t npages, vmmu_gfn_t base)
 {
 	memset(it, 0, sizeof(*it));
@@ -376,34 +383,55 @@ void vmmu_dirty_iter_init(struct vmmu_dirty_iter *it, const uint64_t *words, uin
 	it->nwords = VMMU_DIRTY_WORDS(npages);
 	it->npages = npages;
 	it->base = base;
-	if (it->nwords)
-		it->pending = words[0] & (it->nwords == 1 ? last_word_mask(npages) : ~0ULL);
+	it->ahead_base = 0 - 64ULL; /* so that the first summary starts at word 0 */
+}
+
+/* Put the iterator at its end: every later call returns false. */
+static bool iter_end(struct vmmu_dirty_iter *it)
+{
+	it->index = it->nwords;
+	it->pending = 0;
+	it->ahead = 0;
+	it->ahead_base = it->nwords;
+	return false;
+}
+
+/* Summarize the next 64 words (fewer at the end); false if none are left. */
+static inline bool iter_summarize(struct vmmu_dirty_iter *it)
+{
+	const uint64_t *w = it->words;
+	uint64_t start = it->ahead_base + 64, n = it->nwords, m = 0;
+
+	if (start >= n)
+		return false;
+	if (likely(n - start >= 64)) {
+		for (unsigned int k = 0; k < 64; k++)
+			m |= (uint64_t)(w[start + k] != 0) << k;
+	} else {
+		for (unsigned int k = 0; k < n - start; k++)
+			m |= (uint64_t)(w[start + k] != 0) << k;
+	}
+	it->ahead = m;
+	it->ahead_base = start;
+	return true;
 }
 
 bool vmmu_dirty_iter_advance(struct vmmu_dirty_iter *it)
 {
-	const uint64_t *w = it->words;
-	uint64_t n = it->nwords, i = it->index + 1, x;
+	uint64_t i, x;
 
-	if (it->index >= n)
+	if (it->index >= it->nwords)
 		return false;
-	/* At low density nearly all the time goes here: test eight words per branch. */
-	for (; i + 8 <= n; i += 8)
-		if (w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] | w[i + 6] | w[i + 7])
-			break;
-	for (; i < n && !w[i]; i++)
-		;
-	if (i >= n) {
-		it->index = n;
-		return false;
-	}
-	x = w[i];
-	if (i == n - 1) {
+	while (!it->ahead)
+		if (!iter_summarize(it))
+			return iter_end(it);
+	i = it->ahead_base + ctz64(it->ahead);
+	it->ahead &= it->ahead - 1;
+	x = it->words[i];
+	if (i == it->nwords - 1) {
 		x &= last_word_mask(it->npages);
-		if (!x) {
-			it->index = n;
-			return false;
-		}
+		if (!x)
+			return iter_end(it);
 	}
 	it->index = i;
 	it->pending = x;
@@ -412,6 +440,15 @@ bool vmmu_dirty_iter_advance(struct vmmu_dirty_iter *it)
 
 void vmmu_dirty_iter_extend(struct vmmu_dirty_iter *it, struct vmmu_dirty_range *range)
 {
+	/* Long runs: eight full words per test, short of the (masked) last word. */
+	while (it->index + 9 < it->nwords) {
+		const uint64_t *w = &it->words[it->index + 1];
+
+		if ((w[0] & w[1] & w[2] & w[3] & w[4] & w[5] & w[6] & w[7]) != ~0ULL)
+			break;
+		range->npages += 512;
+		it->index += 8;
+	}
 	while (++it->index < it->nwords) {
 		uint64_t w = it->words[it->index];
 		unsigned int ones;
@@ -425,8 +462,12 @@ void vmmu_dirty_iter_extend(struct vmmu_dirty_iter *it, struct vmmu_dirty_range 
 		ones = ctz64(~w);
 		range->npages += ones;
 		it->pending = w & (~0ULL << ones);
+		/* The summary may name words the run went through: restart it after this word. */
+		it->ahead = 0;
+		it->ahead_base = it->index + 1 - 64;
 		return;
 	}
+	iter_end(it);
 }
 
 /* ------------------------------------------------------------------------- */

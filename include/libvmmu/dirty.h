@@ -193,9 +193,10 @@ struct vmmu_dirty_iter {
 	uint64_t nwords;
 	uint64_t npages;
 	vmmu_gfn_t base;
-	uint64_t index;    /* word being consumed (nwords at the end) */
-	uint64_t pending;  /* its bits not yet returned */
-	uint64_t reserved[2];
+	uint64_t index;      /* word being consumed (nwords at the end) */
+	uint64_t pending;    /* its bits not yet returned */
+	uint64_t ahead;      /* bit k: word ahead_base + k is non-zero and not visited */
+	uint64_t ahead_base;
 };
 
 /**
@@ -209,7 +210,7 @@ VMMU_API void vmmu_dirty_iter_init(struct vmmu_dirty_iter *it, const uint64_t *w
 
 /**
  * vmmu_dirty_iter_advance() - slow path of the inline iterators below: move
- * to the next word with a dirty frame (skipping zero words eight at a time).
+ * to the next word with a dirty frame.
  * Callers use vmmu_dirty_iter_next() and vmmu_dirty_iter_next_range().
  *
  * Return: true if such a word exists, false at the end.

@@ -561,10 +561,10 @@ static void test_iter_model(void **state)
 	uint64_t seed = 99;
 
 	(void)state;
-	for (int round = 0; round < 300; round++) {
-		uint64_t npages = 1 + test_rand64(&seed) % 600;
+	for (int round = 0; round < 1000; round++) {
+		uint64_t npages = 1 + test_rand64(&seed) % (round % 2 ? 5000 : 600);
 		uint64_t base = test_rand64(&seed) % 4096;
-		uint64_t w[10];
+		uint64_t w[VMMU_DIRTY_WORDS(5000)];
 		struct vmmu_dirty_iter it;
 		struct vmmu_dirty_range r;
 		unsigned int density = test_rand64(&seed) % 4;
@@ -573,10 +573,13 @@ static void test_iter_model(void **state)
 		struct model m;
 
 		model_init(&m, npages);
-		/* runs of random lengths: sparse, medium, dense, full */
+		/* runs of random lengths: sparse, medium, dense, long runs (many full words), all set */
 		for (uint64_t p = 0; p < npages;) {
-			uint64_t len = 1 + test_rand64(&seed) % (density == 3 ? 200 : 70);
-			bool set = density == 3 || test_rand64(&seed) % 4 < density;
+			uint64_t len = 1 + test_rand64(&seed) % (density == 3 ? 1500 : 70);
+			bool set = density == 3 ? test_rand64(&seed) % 5 != 0 : test_rand64(&seed) % 4 < density;
+
+			if (round % 25 == 0)
+				set = true;
 
 			for (uint64_t q = p; q < p + len && q < npages; q++)
 				m.page[q] = set;
