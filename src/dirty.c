@@ -38,7 +38,7 @@
 
 static inline unsigned int popcount64(uint64_t w)
 {
-	/* Baseline x86-64 has no POPCNT; this is what the builtin would expand to anyway. */
+	/* Baseline x86-64 has no POPCNT instruction; without it the builtin is a libgcc call. */
 	w = w - ((w >> 1) & 0x5555555555555555ULL);
 	w = (w & 0x3333333333333333ULL) + ((w >> 2) & 0x3333333333333333ULL);
 	w = (w + (w >> 4)) & 0x0f0f0f0f0f0f0f0fULL;
