@@ -22,6 +22,19 @@
  * entries can live in the caller's memory (so a VMM can harvest KVM's mmap'ed
  * ring with this code; KVM is then the producer) or in memory the library
  * allocates.
+ *
+ * Typical use, per slot with dirty logging on:
+ *  - KVM_GET_DIRTY_LOG style: vmmu_dirty_bitmap_get_and_clear() with a re-arm
+ *    callback that write-protects the returned pages, flush TLBs if it
+ *    returned > 0, then copy the pages named in the buffer (the iterators);
+ *  - manual protect (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, optionally created
+ *    VMMU_DIRTY_INITIALLY_SET): vmmu_dirty_bitmap_get(), then for each chunk
+ *    vmmu_dirty_bitmap_clear() (re-arming), flush, and copy that chunk;
+ *  - KVM's log plus the VMM's own writes: vmmu_dirty_bitmap_merge_buf() the
+ *    buffer KVM filled into the bitmap the VMM marks, then harvest once;
+ *  - ring: vmmu_dirty_ring_harvest() on the consumer side, then the
+ *    producer's vmmu_dirty_ring_reset() (for KVM's ring, KVM_RESET_DIRTY_RINGS)
+ *    before reading the pages.
  */
 #ifndef LIBVMMU_DIRTY_H
 #define LIBVMMU_DIRTY_H
