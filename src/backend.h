@@ -116,8 +116,12 @@ struct vm_ops {
 int vm_init(struct vmmu_vm *vm, const struct vm_ops *ops, const struct vmmu_vm_options *opts);
 void vm_finish(struct vmmu_vm *vm);
 
-/* Record page @offset of slot @id as dirty (ring harvests); ignores unknown slots and offsets. Lock-free. */
-void dirty_slot_set(struct vmmu_vm *vm, uint32_t id, uint64_t offset);
+/*
+ * Record pages [@first, @first + @npages) of slot @id as dirty (ring harvests,
+ * VMM marks); ignores unknown slots and ranges past the slot. Lock-free: one
+ * atomic OR per bitmap word, so callers pass runs rather than single pages.
+ */
+void dirty_slot_set(struct vmmu_vm *vm, uint32_t id, uint64_t first, uint64_t npages);
 
 /* Backend tables and their availability; a backend not built has no table. */
 extern const struct vm_ops kvm_vm_ops;

@@ -512,12 +512,12 @@ int vmmu_vcpu_translate(struct vmmu_vcpu *vcpu, vmmu_gva_t gva, uint32_t access,
 
 /* ---------------------------------------------------------- dirty logs */
 
-void dirty_slot_set(struct vmmu_vm *vm, uint32_t id, uint64_t offset)
+void dirty_slot_set(struct vmmu_vm *vm, uint32_t id, uint64_t first, uint64_t npages)
 {
 	struct dirty_slot *d = id < vm->nr_dirty ? vm->dirty[id] : NULL;
 
-	if (d && offset < d->npages) {
-		vmmu_dirty_bitmap_mark(d->bm, offset);
+	if (d && first < d->npages && npages <= d->npages - first) {
+		vmmu_dirty_bitmap_mark_range(d->bm, first, npages);
 		atomic_store_explicit(&d->any, true, memory_order_release);
 	}
 }
@@ -747,8 +747,7 @@ int vmmu_vm_dirty_mark(struct vmmu_vm *vm, vmmu_gpa_t gpa, uint64_t len)
 
 		vmmu_memslots_find(vm->slots, vmmu_gfn_to_gpa(gfn), &m);
 		end = last < m.base_gfn + m.npages - 1 ? last + 1 : m.base_gfn + m.npages;
-		vmmu_dirty_bitmap_mark_range(vm->dirty[m.id]->bm, gfn - m.base_gfn, end - gfn);
-		atomic_store_explicit(&vm->dirty[m.id]->any, true, memory_order_release);
+		dirty_slot_set(vm, m.id, gfn - m.base_gfn, end - gfn);
 		n += (int)(end - gfn);
 	}
 	return n;
