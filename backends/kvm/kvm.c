@@ -127,7 +127,9 @@ static void probe_caps(struct kvm_vm *k)
 	c->flags |= VMMU_CAP_TRANSLATE;
 #endif
 	r = check_cap(k, KVM_CAP_MAX_VCPUS);
-	c->max_vcpus = r > 0 ? (uint32_t)r : (uint32_t)(check_cap(k, KVM_CAP_NR_VCPUS) ?: 1);
+	if (r <= 0)
+		r = check_cap(k, KVM_CAP_NR_VCPUS);
+	c->max_vcpus = r > 0 ? (uint32_t)r : 1;
 	r = check_cap(k, KVM_CAP_NR_MEMSLOTS);
 	c->max_memslots = r > 0 ? (uint32_t)r : 32;
 	c->maxphyaddr = 36;
@@ -626,38 +628,19 @@ static int kvm_dirty_log_clear(struct vmmu_vm *vm, uint32_t id, uint64_t first_p
 	return (int)KVM_IOCTL(to_kvm(vm)->fd, KVM_CLEAR_DIRTY_LOG, &d);
 }
 
-/*
- * Take every dirty entry of the ring in order into the VM's per-slot logs,
- * coalescing runs of consecutive pages (sequential writers produce them) so
- * that a run costs one atomic OR per 64 pages. Called under vm->lock.
- */
+/* Take every dirty entry of the ring in order into the VM's per-slot logs. Called under vm->lock. */
 static int kvm_dirty_ring_harvest(struct vmmu_vcpu *vcpu)
 {
 	struct kvm_vcpu *c = to_kcpu(vcpu);
 	struct vmmu_dirty_gfn batch[128];
-	uint32_t run_slot = 0;
-	uint64_t run_first = 0, run_len = 0;
 	int n = 0, got;
 
 	do {
 		got = vmmu_dirty_ring_harvest(c->dring, batch, ARRAY_SIZE(batch));
-		for (int i = 0; i < got; i++) {
-			uint32_t slot = batch[i].slot & 0xffff;
-
-			if (run_len && slot == run_slot && batch[i].offset == run_first + run_len) {
-				run_len++;
-				continue;
-			}
-			if (run_len)
-				dirty_slot_set(vcpu->vm, run_slot, run_first, run_len);
-			run_slot = slot;
-			run_first = batch[i].offset;
-			run_len = 1;
-		}
+		for (int i = 0; i < got; i++)
+			dirty_slot_set_ring(vcpu->vm, batch[i].slot & 0xffff, batch[i].offset);
 		n += got > 0 ? got : 0;
 	} while (got == (int)ARRAY_SIZE(batch));
-	if (run_len)
-		dirty_slot_set(vcpu->vm, run_slot, run_first, run_len);
 	return got < 0 ? got : n;
 }
 

@@ -115,7 +115,8 @@ VMMU_API int vmmu_vm_get_caps(const struct vmmu_vm *vm, struct vmmu_vm_caps *cap
  *       owns it and keeps it mapped until the slot is removed.
  * @flags: VMMU_MEMSLOT_READONLY and/or VMMU_MEMSLOT_LOG_DIRTY.
  *
- * The slot is added to the backend and to the VM's memslot mirror.
+ * The slot is added to the backend and to the VM's memslot mirror (on an
+ * error the mirror holds the same slots as before; its generation may advance).
  * Return: 0; -EINVAL (unaligned, zero size, NULL @hva, unknown flags, @id out
  * of range); -EEXIST (id in use or range overlaps); -EFAULT (@hva is not
  * mapped for @size bytes); -EOPNOTSUPP (READONLY without the capability);
@@ -228,7 +229,9 @@ VMMU_API int vmmu_vcpu_create(struct vmmu_vm *vm, uint32_t id, struct vmmu_vcpu 
 
 /**
  * vmmu_vcpu_destroy() - close the vCPU's backend resources. Later calls on the
- * handle return -EBADF. NULL is a no-op. Must not race with vmmu_vcpu_run().
+ * handle return -EBADF. NULL is a no-op. Must not race with any other call on
+ * the vCPU (run, kick). RING mode: the vCPU's ring is harvested first, so
+ * its entries still reach vmmu_vm_dirty_get().
  */
 VMMU_API void vmmu_vcpu_destroy(struct vmmu_vcpu *vcpu);
 
@@ -298,7 +301,14 @@ VMMU_API int vmmu_vcpu_run(struct vmmu_vcpu *vcpu, struct vmmu_exit *exit);
 /**
  * vmmu_vcpu_kick() - make vmmu_vcpu_run() on @vcpu return VMMU_EXIT_INTR soon,
  * from any thread. A kick that arrives before the run starts makes the next
- * run return at once. Return: 0; -EINVAL; -EOPNOTSUPP.
+ * run return at once. The thread running the vCPU must stay alive while it
+ * may be kicked.
+ *
+ * KVM backend: sets kvm_run.immediate_exit, then sends SIGRTMIN to the thread
+ * inside KVM_RUN. The library installs an empty SIGRTMIN handler (without
+ * SA_RESTART) at the first vCPU creation unless the application already
+ * handles SIGRTMIN, in which case its handler is kept and must not restart.
+ * Return: 0; -EINVAL; -EBADF; -EOPNOTSUPP.
  */
 VMMU_API int vmmu_vcpu_kick(struct vmmu_vcpu *vcpu);
 
@@ -328,16 +338,18 @@ VMMU_API int vmmu_vcpu_translate(struct vmmu_vcpu *vcpu, vmmu_gva_t gva, uint32_
  * GET_CLEAR: one get-and-clear. MANUAL: get, then clear exactly the pages
  * reported. RING: harvest every vCPU ring, reset the rings, then report (so
  * contents read after the call are at least as new as the report). Pages
- * marked with vmmu_vm_dirty_mark() are merged in.
- * Return: number of dirty pages; -EINVAL (NULL); -ENOENT (no such slot);
- * -EPERM (dirty logging is off on the slot); backend -errno.
+ * marked with vmmu_vm_dirty_mark() are merged in. Calls on one slot must not
+ * run concurrently with each other (one harvester per slot, as in KVM).
+ * Return: 0 (no count: it would cost a scan the caller makes anyway, e.g. with
+ * vmmu_dirty_iter_next()); -EINVAL (NULL); -ENOENT (no such slot); -EPERM
+ * (dirty logging is off on the slot); backend -errno.
  */
 VMMU_API int vmmu_vm_dirty_get(struct vmmu_vm *vm, uint32_t id, uint64_t *bitmap);
 
 /**
  * vmmu_vm_dirty_peek() - MANUAL only: copy the slot's dirty bitmap without
  * clearing or re-arming anything. Pages marked by the VMM are included.
- * Return: number of dirty pages; -EINVAL; -ENOENT; -EPERM; -EOPNOTSUPP (other modes).
+ * Return: 0; -EINVAL; -ENOENT; -EPERM; -EOPNOTSUPP (other modes).
  */
 VMMU_API int vmmu_vm_dirty_peek(struct vmmu_vm *vm, uint32_t id, uint64_t *bitmap);
 
