@@ -19,8 +19,16 @@
  * for callers who want to split those steps.
  *
  * Threading: each vCPU is used by one thread at a time (vmmu_vcpu_kick() may be
- * called from any thread). Memslot changes must not race with each other.
- * Dirty-log calls may run while vCPUs run, from any thread.
+ * called from any thread). Memslot changes must not race with each other nor
+ * with dirty-log calls on the slot changed. Dirty-log calls may run while
+ * vCPUs run, from any thread; vmmu_vm_dirty_mark() from any number of threads;
+ * the calls that harvest one slot (get, peek, clear) one at a time.
+ *
+ * Ordering a VMM relies on: when vmmu_vm_dirty_get() returns, tracking is
+ * re-armed for every page it reported (RING: the rings were reset), so a
+ * guest write after the return is reported by the next call, and a write that
+ * races with the call by this call or the next. Copying the reported pages
+ * after the call therefore never misses a change (KVM's dirty_log_test rule).
  */
 #ifndef LIBVMMU_VM_H
 #define LIBVMMU_VM_H
