@@ -57,11 +57,21 @@ static void audit_leaf(struct audit *a, struct mmu_page *sp, unsigned int i, uin
 		PROBLEM(a, "gfn 0x%llx: host-writable in a read-only slot", g);
 	if (vmmu_spte_is_mmu_writable(fmt, spte) && mmu_gfn_write_tracked(s, gfn))
 		PROBLEM(a, "gfn 0x%llx: writable SPTE to a shadowed guest table", g);
+	/*
+	 * Dirty pages accounted: a writable leaf in a logging slot has every page
+	 * it maps dirty in the bitmap (a huge one only before the first clear of
+	 * INITIALLY_SET). Rings cannot be checked page by page; there a writable
+	 * huge leaf alone is the error.
+	 */
 	if ((spte & VMMU_SPTE_WRITABLE) && (s->flags & VMMU_MEMSLOT_LOG_DIRTY)) {
-		if (level > 1)
+		if (!s->dirty && level > 1)
 			PROBLEM(a, "gfn 0x%llx: writable huge leaf in a logging slot", g);
-		else if (s->dirty && vmmu_dirty_bitmap_test(s->dirty, gfn - s->base_gfn) != 1)
-			PROBLEM(a, "gfn 0x%llx: writable in a logging slot but not dirty in the log", g);
+		for (uint64_t p = 0; s->dirty && p < level_pages(level); p++)
+			if (vmmu_dirty_bitmap_test(s->dirty, gfn + p - s->base_gfn) != 1) {
+				PROBLEM(a, "gfn 0x%llx: writable (level %d) in a logging slot but not dirty in the log",
+					g + p, level);
+				break;
+			}
 	}
 }
 
