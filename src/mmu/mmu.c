@@ -10,8 +10,42 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+
+#if defined(__linux__)
+#include <linux/membarrier.h>
+#endif
 
 #include "mmu_internal.h"
+
+/* Register this process for expedited membarriers (once); false where unavailable. */
+static bool membarrier_ready(void)
+{
+#if defined(__linux__) && defined(SYS_membarrier)
+	static int state; /* 0 unknown, 1 yes, -1 no */
+
+	if (!state) {
+		long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+
+		state = cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
+			syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 ? 1 : -1;
+	}
+	return state > 0;
+#else
+	return false;
+#endif
+}
+
+/* The flusher's side of walk_begin()'s barrier. */
+static void flusher_fence(struct vmmu_mmu *mmu)
+{
+#if defined(__linux__) && defined(SYS_membarrier)
+	if (mmu->asym_fence && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0)
+		return;
+#endif
+	atomic_thread_fence(memory_order_seq_cst);
+}
 
 bool (*mmu_alloc_fail_hook)(void);
 void (*mmu_free_hook)(struct mmu_page *sp, uint64_t flush_done, uint64_t free_tag);
@@ -413,6 +447,7 @@ int vmmu_mmu_create(struct vmmu_mmu **out, const struct vmmu_mmu_options *opts, 
 	mmu->opts = o;
 	mmu->cb = *cb;
 	mmu->root_level = mmu->fmt.levels;
+	mmu->asym_fence = membarrier_ready();
 	mmu->active.next = mmu->active.prev = &mmu->active;
 	ret = vmmu_memslots_create(&mmu->slots);
 	if (ret)
@@ -486,6 +521,7 @@ int vmmu_mmu_vcpu_create(struct vmmu_mmu *mmu, uint32_t id, struct vmmu_mmu_vcpu
 		return -ENOMEM;
 	v->mmu = mmu;
 	v->id = id;
+	v->asym_fence = mmu->asym_fence;
 	pthread_mutex_init(&v->ring_lock, NULL);
 	ret = vmmu_rmap_cache_create(&v->rmap_cache, MMU_RMAP_CACHE_CAP);
 	if (ret)
@@ -826,7 +862,7 @@ void mmu_flush_request(struct vmmu_mmu *mmu)
 /* Wait until every vCPU that was inside a lockless walk has left it. */
 static void wait_for_walkers(struct vmmu_mmu *mmu)
 {
-	atomic_thread_fence(memory_order_seq_cst);
+	flusher_fence(mmu);
 	pthread_mutex_lock(&mmu->vcpus_lock);
 	for (unsigned int i = 0; i < mmu->nr_vcpus; i++) {
 		uint32_t s = atomic_load(&mmu->vcpus[i]->walk_seq);

@@ -166,6 +166,7 @@ struct vmmu_mmu_vcpu {
 	struct vmmu_mmu *mmu;
 	uint32_t id;
 	_Atomic uint32_t walk_seq;        /* odd while inside a lockless walk */
+	bool asym_fence;                  /* copy of mmu->asym_fence, on the vCPU's own line */
 	struct mmu_page *root;            /* under lock; may be invalid until reloaded */
 	struct mmu_page_cache pages;
 	struct vmmu_rmap_cache *rmap_cache;
@@ -180,6 +181,7 @@ struct vmmu_mmu {
 	struct vmmu_mmu_callbacks cb;
 	struct vmmu_spte_format fmt;
 	int root_level;
+	bool asym_fence;                  /* membarrier(PRIVATE_EXPEDITED) is registered */
 
 	struct vmmu_memslots *slots;
 	struct mmu_slot **slot;           /* indexed by slot id */
@@ -245,11 +247,21 @@ static inline uint64_t *spte_to_child(uint64_t spte) { return (uint64_t *)(uintp
 static inline unsigned int spte_index(uint64_t gpa, int level) { return (gpa >> (12 + 9 * (level - 1))) & 511; }
 
 /* ---- lockless walk sections (per vCPU) ---- */
+/*
+ * The store of the odd sequence must be ordered before the walk's loads
+ * (Dekker with the flusher's "invalidate, then read the sequences"). With
+ * membarrier(PRIVATE_EXPEDITED) registered the flusher forces that barrier on
+ * every running thread, so the walker needs only a compiler barrier
+ * (asymmetric fences, as liburcu does); otherwise it pays a full fence.
+ */
 static inline void walk_begin(struct vmmu_mmu_vcpu *v)
 {
 	atomic_store_explicit(&v->walk_seq, atomic_load_explicit(&v->walk_seq, memory_order_relaxed) + 1,
 			      memory_order_relaxed);
-	atomic_thread_fence(memory_order_seq_cst);
+	if (likely(v->asym_fence))
+		atomic_signal_fence(memory_order_seq_cst);
+	else
+		atomic_thread_fence(memory_order_seq_cst);
 }
 static inline void walk_end(struct vmmu_mmu_vcpu *v)
 {
