@@ -19,6 +19,11 @@
  *                soft machine; baseline: one store per page plus a scan of a
  *                same-sized bitmap
  *
+ * With the KVM backend built and /dev/kvm usable, the same run also measures
+ * KVM on this machine: a CPL3 guest re-dirtying every page of a logged slot
+ * after KVM_GET_DIRTY_LOG (one write-protect fault per page) and the harvest
+ * itself, per page and per GiB.
+ *
  * Times are the best of the rounds. usage: bench-mmu [rounds] [MiB]  (default 5, 256)
  */
 #include <stdatomic.h>
@@ -31,6 +36,72 @@
 
 #include "mmu/mmu_internal.h"
 
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+
+#ifdef BENCH_KVM
+#include "../tests/kvm/guest.h"
+
+#define KVM_SLOT 1
+#define KVM_SLOT_GPA 0x40000000ULL
+
+/* One strided pass of the guest over the slot (one write per page); returns ns, 0 on failure. */
+static double kvm_pass(struct guest *g)
+{
+	struct vmmu_exit e;
+	double t = 0;
+	struct timespec a, b;
+
+	(*guest_u64(g, GUEST_DATA))++;
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	if (vmmu_vcpu_run(g->vcpu, &e) || e.reason != VMMU_EXIT_IO)
+		return 0;
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	t = (b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec);
+	return t;
+}
+
+/* KVM on this machine: per-page write-protect fault and harvest per GiB; false if unavailable. */
+static bool kvm_figures(int rounds, uint64_t size, double *fault_ns, double *harvest_ns)
+{
+	struct vmmu_vm_options o = { .size = sizeof(o), .dirty_mode = VMMU_DIRTY_GET_CLEAR };
+	uint64_t npages = size >> 12, *bm = calloc(npages / 64 + 1, 8);
+	struct vmmu_guestmem mem;
+	struct guest g;
+	bool ok = false;
+
+	*fault_ns = *harvest_ns = 1e30;
+	if (guest_kvm_open_error() || guest_create(&g, &o, guest_stride_start, guest_stride_end, 3)) {
+		free(bm);
+		return false;
+	}
+	if (vmmu_guestmem_init(&mem, size, VMMU_GUESTMEM_DEFAULT) ||
+	    vmmu_vm_memslot_add(g.vm, KVM_SLOT, KVM_SLOT_GPA, size, mem.hva, VMMU_MEMSLOT_LOG_DIRTY) ||
+	    guest_set_args(&g, KVM_SLOT_GPA, 4096, GUEST_DATA, 0, npages) || !kvm_pass(&g) ||
+	    vmmu_vm_dirty_get(g.vm, KVM_SLOT, bm))
+		goto out;
+	for (int r = 0; r < rounds; r++) {
+		double t = kvm_pass(&g), h;
+		struct timespec a, b;
+
+		if (!t)
+			goto out;
+		*fault_ns = MIN(*fault_ns, t / npages);
+		clock_gettime(CLOCK_MONOTONIC, &a);
+		if (vmmu_vm_dirty_get(g.vm, KVM_SLOT, bm))
+			goto out;
+		clock_gettime(CLOCK_MONOTONIC, &b);
+		h = (b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec);
+		*harvest_ns = MIN(*harvest_ns, h);
+	}
+	ok = true;
+out:
+	guest_destroy(&g);
+	vmmu_guestmem_finish(&mem);
+	free(bm);
+	return ok;
+}
+#endif
+
 static volatile uint64_t sink;
 
 static double now_ns(void)
@@ -42,8 +113,6 @@ static double now_ns(void)
 }
 
 static void noflush(void *opaque) { (void)opaque; }
-
-#define MIN(a, b) ((a) < (b) ? (a) : (b))
 
 static void line(const char *what, double ns, const char *base, double base_ns)
 {
@@ -213,6 +282,21 @@ int main(int argc, char **argv)
 		       cycle / cycle_base);
 		printf("%-34s %9.2f ms   (harvest + write protection + flush)\n", "  of which harvest per GiB",
 		       harvest * per_gib / 1e6);
+#ifdef BENCH_KVM
+		double kf, kh;
+
+		if (kvm_figures(rounds < 3 ? rounds : 3, size, &kf, &kh)) {
+			printf("KVM on this machine, same run (CPL3 guest, %llu MiB logged slot):\n", (unsigned long long)mib);
+			printf("%-34s %9.1f ns   %-40s %7.1f ns   ratio %6.1fx\n", "  KVM re-dirty write (wrprot fault)", kf,
+			       "libvmmu fast path (MMU call)", fast, kf / fast);
+			printf("%-34s %9.1f ns   %-40s %7.1f ns   ratio %6.1fx\n", "  KVM re-dirty write (wrprot fault)", kf,
+			       "soft re-dirty write (exit + fast)", redirty, kf / redirty);
+			printf("%-34s %9.2f ms   %-40s %7.2f ms   ratio %6.1fx\n", "  KVM_GET_DIRTY_LOG per GiB (100%)",
+			       kh * per_gib / 1e6, "libvmmu harvest per GiB", harvest * per_gib / 1e6, kh / harvest);
+		} else {
+			printf("KVM figures skipped: /dev/kvm cannot be used\n");
+		}
+#endif
 	}
 	vmmu_guestmem_finish(&mem);
 	return 0;
