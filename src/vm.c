@@ -28,6 +28,10 @@
 
 /* ---------------------------------------------------------- selection */
 
+#if VMMU_HAVE_SOFT
+extern const struct vm_ops soft_vm_ops; /* backends/soft/soft.c */
+#endif
+
 static const struct vm_ops *find_backend(const char *name)
 {
 #if VMMU_HAVE_KVM
@@ -37,6 +41,10 @@ static const struct vm_ops *find_backend(const char *name)
 #if VMMU_HAVE_HVF
 	if (!strcmp(name, "hvf"))
 		return &hvf_vm_ops;
+#endif
+#if VMMU_HAVE_SOFT
+	if (!strcmp(name, "soft"))
+		return &soft_vm_ops;
 #endif
 	return NULL;
 }
@@ -60,8 +68,13 @@ static int select_backend(const char *name, const struct vm_ops **ops)
 			return 0;
 		}
 #endif
-		log_err("vm: backend auto: /dev/kvm cannot be opened and the soft backend is not built yet");
+#if VMMU_HAVE_SOFT
+		*ops = &soft_vm_ops;
+		return 0;
+#else
+		log_err("vm: backend auto: /dev/kvm cannot be opened and the soft backend is not built in");
 		return -ENODEV;
+#endif
 	}
 	*ops = find_backend(name);
 	if (*ops)
@@ -148,6 +161,7 @@ static void dirty_slot_free(struct vmmu_vm *vm, uint32_t id)
 	if (id < vm->nr_dirty && vm->dirty[id]) {
 		vmmu_dirty_bitmap_destroy(vm->dirty[id]->bm);
 		free(vm->dirty[id]->scratch);
+		free(vm->dirty[id]->ring_bits);
 		free(vm->dirty[id]);
 		vm->dirty[id] = NULL;
 	}
@@ -216,8 +230,12 @@ static int dirty_slot_alloc(struct vmmu_vm *vm, uint32_t id, vmmu_gpa_t gpa, uin
 	d->base_gfn = gpa >> VMMU_PAGE_SHIFT;
 	d->npages = size >> VMMU_PAGE_SHIFT;
 	d->scratch = calloc(VMMU_DIRTY_WORDS(d->npages), sizeof(uint64_t));
-	if (!d->scratch || vmmu_dirty_bitmap_create(id, d->npages, 0, &d->bm)) {
+	if (vm->opts.dirty_mode == VMMU_DIRTY_RING)
+		d->ring_bits = calloc(VMMU_DIRTY_WORDS(d->npages), sizeof(uint64_t));
+	if (!d->scratch || (vm->opts.dirty_mode == VMMU_DIRTY_RING && !d->ring_bits) ||
+	    vmmu_dirty_bitmap_create(id, d->npages, 0, &d->bm)) {
 		free(d->scratch);
+		free(d->ring_bits);
 		free(d);
 		return -ENOMEM;
 	}
@@ -418,6 +436,9 @@ void vmmu_vcpu_destroy(struct vmmu_vcpu *vcpu)
 	if (!vcpu || vcpu->destroyed)
 		return;
 	pthread_mutex_lock(&vcpu->vm->lock);
+	/* Entries left in the ring would be lost with it: take them into the slot logs first. */
+	if (vcpu->vm->opts.dirty_mode == VMMU_DIRTY_RING && vcpu->vm->ops->dirty_ring_harvest)
+		vcpu->vm->ops->dirty_ring_harvest(vcpu);
 	vcpu->vm->ops->vcpu_release(vcpu);
 	vcpu->destroyed = true;
 	pthread_mutex_unlock(&vcpu->vm->lock);
@@ -512,14 +533,11 @@ int vmmu_vcpu_translate(struct vmmu_vcpu *vcpu, vmmu_gva_t gva, uint32_t access,
 
 /* ---------------------------------------------------------- dirty logs */
 
-void dirty_slot_set(struct vmmu_vm *vm, uint32_t id, uint64_t offset)
+/* The VMM's marks: [@first, @first + @npages) of @d; lock-free. */
+static void dirty_slot_mark(struct dirty_slot *d, uint64_t first, uint64_t npages)
 {
-	struct dirty_slot *d = id < vm->nr_dirty ? vm->dirty[id] : NULL;
-
-	if (d && offset < d->npages) {
-		vmmu_dirty_bitmap_mark(d->bm, offset);
-		atomic_store_explicit(&d->any, true, memory_order_release);
-	}
+	vmmu_dirty_bitmap_mark_range(d->bm, first, npages);
+	atomic_store_explicit(&d->any, true, memory_order_release);
 }
 
 /* The slot's log for a dirty call, or NULL with *ret set (and a log line). */
@@ -621,8 +639,9 @@ int vmmu_vm_dirty_get(struct vmmu_vm *vm, uint32_t id, uint64_t *bitmap)
 		if (ret < 0)
 			return ret;
 		pthread_mutex_lock(&vm->lock);
-		atomic_store_explicit(&d->any, false, memory_order_relaxed);
-		vmmu_dirty_bitmap_get_and_clear(d->bm, bitmap, NULL, NULL);
+		memcpy(bitmap, d->ring_bits, VMMU_DIRTY_WORDS(d->npages) * sizeof(uint64_t));
+		memset(d->ring_bits, 0, VMMU_DIRTY_WORDS(d->npages) * sizeof(uint64_t));
+		take_marks(d, bitmap, true);
 		pthread_mutex_unlock(&vm->lock);
 		return 0;
 	case VMMU_DIRTY_MANUAL:
@@ -747,8 +766,7 @@ int vmmu_vm_dirty_mark(struct vmmu_vm *vm, vmmu_gpa_t gpa, uint64_t len)
 
 		vmmu_memslots_find(vm->slots, vmmu_gfn_to_gpa(gfn), &m);
 		end = last < m.base_gfn + m.npages - 1 ? last + 1 : m.base_gfn + m.npages;
-		vmmu_dirty_bitmap_mark_range(vm->dirty[m.id]->bm, gfn - m.base_gfn, end - gfn);
-		atomic_store_explicit(&vm->dirty[m.id]->any, true, memory_order_release);
+		dirty_slot_mark(vm->dirty[m.id], gfn - m.base_gfn, end - gfn);
 		n += (int)(end - gfn);
 	}
 	return n;

@@ -127,7 +127,9 @@ static void probe_caps(struct kvm_vm *k)
 	c->flags |= VMMU_CAP_TRANSLATE;
 #endif
 	r = check_cap(k, KVM_CAP_MAX_VCPUS);
-	c->max_vcpus = r > 0 ? (uint32_t)r : (uint32_t)(check_cap(k, KVM_CAP_NR_VCPUS) ?: 1);
+	if (r <= 0)
+		r = check_cap(k, KVM_CAP_NR_VCPUS);
+	c->max_vcpus = r > 0 ? (uint32_t)r : 1;
 	r = check_cap(k, KVM_CAP_NR_MEMSLOTS);
 	c->max_memslots = r > 0 ? (uint32_t)r : 32;
 	c->maxphyaddr = 36;
@@ -636,8 +638,8 @@ static int kvm_dirty_ring_harvest(struct vmmu_vcpu *vcpu)
 	do {
 		got = vmmu_dirty_ring_harvest(c->dring, batch, ARRAY_SIZE(batch));
 		for (int i = 0; i < got; i++)
-			dirty_slot_set(vcpu->vm, batch[i].slot & 0xffff, batch[i].offset);
-		n += got;
+			dirty_slot_set_ring(vcpu->vm, batch[i].slot & 0xffff, batch[i].offset);
+		n += got > 0 ? got : 0;
 	} while (got == (int)ARRAY_SIZE(batch));
 	return got < 0 ? got : n;
 }
