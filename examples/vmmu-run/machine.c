@@ -102,6 +102,8 @@ int machine_create(struct machine *m, const char *backend, uint32_t dirty_mode, 
 	ret = vmmu_vm_create(&m->vm, backend, &o);
 	if (ret)
 		return ret;
+	if (!strcmp(vmmu_vm_backend_name(m->vm), "soft"))
+		return -ENOEXEC; /* the soft machine has an MMU but no instruction emulator */
 	/*
 	 * Transparent huge pages. Booting, do not prefault: populating 18 MiB up
 	 * front costs ~25 ms here, longer than all the guest's first touches. A

@@ -170,12 +170,18 @@ static int parse(int argc, char **argv, struct options *o)
 /* Explain why no VM could be made. */
 static int no_vm(int err, const char *backend)
 {
+	if (err == -ENOEXEC) {
+		msg("%s the soft backend, which models the MMU but cannot execute x86 guest code. vmmu-run "
+		    "needs a readable and writable /dev/kvm (load kvm_intel or kvm_amd; be root or in the kvm group).",
+		    strcmp(backend, "soft") ? "/dev/kvm cannot be opened, so the VM is on" : "the VM is on");
+		return EXIT_NOVM;
+	}
 	msg("cannot create a VM on backend \"%s\": %s", backend, vmmu_strerror(err));
 	if (err == -ENODEV || err == -ENOENT || err == -EACCES || err == -EPERM)
 		msg("vmmu-run runs x86 code through KVM: it needs a readable and writable /dev/kvm (load kvm_intel "
 		    "or kvm_amd; be root or in the kvm group). The soft backend models the MMU but cannot "
 		    "execute guest instructions.");
-	return EXIT_NOVM;
+	return err == -EINVAL ? EXIT_USAGE : EXIT_NOVM;
 }
 
 int machine_setup(struct machine *m, const char *backend, uint32_t dirty_mode, uint64_t mem_size)

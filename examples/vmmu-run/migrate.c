@@ -381,7 +381,7 @@ int migrate_local(struct machine *src, struct loop *l, const struct migrate_opts
 	(void)l;
 	msg("migrating to a second VM in this process (dirty log: %s)",
 	    o->dirty_mode == VMMU_DIRTY_RING ? "ring" : o->dirty_mode == VMMU_DIRTY_MANUAL ? "manual" : "bitmap");
-	ret = machine_create(dst, "auto", VMMU_DIRTY_GET_CLEAR, src->mem_size, true);
+	ret = machine_create(dst, vmmu_vm_backend_name(src->vm), VMMU_DIRTY_GET_CLEAR, src->mem_size, true);
 	if (ret) {
 		machine_destroy(dst);
 		return ret;

@@ -72,6 +72,8 @@ def case_bad_args():
     expect(run(["--mem", "3"]), EXIT_USAGE, b"power of two")
     expect(run(["--migrate", "--listen", "1"]), EXIT_USAGE, b"choose one")
     expect(run(["--no-such-option"]), EXIT_USAGE, b"unknown")
+    expect(run(["--backend", "soft"]), 69, b"cannot execute x86")
+    expect(run(["--backend", "nonesuch"]), EXIT_USAGE, b"unknown backend")
 
 
 def case_migrate(mode):
