@@ -93,6 +93,8 @@ static int local_finish(struct sink *s, const struct vcpu_state *st)
 
 /* Over a socket: records packed into 1 MiB batches, two batches alternating. */
 #define BATCH_SIZE (1u << 20)
+/* A peer silent this long has gone: the destination aborts, the source resumes its guest. */
+#define STREAM_TIMEOUT_MS 10000
 
 struct stream_sink {
 	struct sink s;
@@ -147,11 +149,14 @@ static int stream_round(struct sink *s, unsigned int round)
 	return stream_put((struct stream_sink *)s, REC_ROUND, round, NULL, 0);
 }
 
-/* Read a NAK the destination may have sent; fill peer_msg. Return true if there was one. */
-static bool stream_peer_refused(struct stream_sink *ss, bool wait)
+/*
+ * Look (without consuming: it may be the ACK) for a NAK the destination sent;
+ * report it. Return true if there was one.
+ */
+static bool stream_peer_refused(struct stream_sink *ss)
 {
 	uint8_t buf[sizeof(struct record) + 256];
-	ssize_t n = recv(ss->fd, buf, sizeof(buf), wait ? MSG_WAITALL : MSG_DONTWAIT);
+	ssize_t n = recv(ss->fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_PEEK);
 	struct record r;
 
 	if (n < (ssize_t)sizeof(r))
@@ -175,7 +180,7 @@ static int stream_round_end(struct sink *s)
 
 	if (!ret)
 		ret = loop_write_wait(ss->l);
-	if (!ret && stream_peer_refused(ss, false))
+	if (!ret && stream_peer_refused(ss))
 		ret = -ECONNREFUSED;
 	return ret;
 }
@@ -194,14 +199,17 @@ static int stream_finish(struct sink *s, const struct vcpu_state *st)
 	if (ret)
 		return ret;
 	/* The destination confirms before its guest runs: only then may the source go. */
-	ret = loop_read_all(ss->l, ss->fd, &r, sizeof(r));
-	if (ret == (int)sizeof(r) && r.type == REC_ACK && r.len == 0 && r.check == record_check(&r, NULL))
-		return 0;
-	if (ret > 0 && r.type == REC_NAK) {
-		msg("the destination refused the stream at its end");
-		return -ECONNREFUSED;
+	for (size_t got = 0; got < sizeof(r); got += (size_t)ret) {
+		ret = loop_read(ss->l, ss->fd, (uint8_t *)&r + got, sizeof(r) - got, STREAM_TIMEOUT_MS);
+		if (ret <= 0) {
+			msg("no confirmation from the destination: %s", ret ? strerror(-ret) : "connection closed");
+			return ret ? ret : -ECONNRESET;
+		}
 	}
-	return ret < 0 ? ret : -ECONNRESET;
+	if (r.type == REC_ACK && r.len == 0 && r.check == record_check(&r, NULL))
+		return 0;
+	msg("the destination answered %s instead of confirming", r.type == REC_NAK ? "a refusal" : "garbage");
+	return -ECONNREFUSED;
 }
 
 /* ---------------------------------------------------------------- precopy */
@@ -463,7 +471,7 @@ int migrate_to_peer(struct machine *src, struct loop *l, const struct migrate_op
 	if (!ret)
 		ret = precopy(src, &ss.s, o, &st);
 	if (ret) {
-		if (ret != -ECONNREFUSED && !stream_peer_refused(&ss, false))
+		if (ret != -ECONNREFUSED && !stream_peer_refused(&ss))
 			msg("the stream broke: %s", strerror(-ret));
 		goto out;
 	}
@@ -496,7 +504,7 @@ static int reader_need(struct reader *r, size_t len)
 			r->end -= r->start;
 			r->start = 0;
 		}
-		n = loop_read_all(r->l, r->fd, r->buf + r->end, BATCH_SIZE - r->end);
+		n = loop_read(r->l, r->fd, r->buf + r->end, BATCH_SIZE - r->end, STREAM_TIMEOUT_MS);
 		if (n < 0)
 			return n;
 		if (n == 0)

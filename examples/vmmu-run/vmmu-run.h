@@ -108,7 +108,7 @@ int loop_watch(struct loop *l, int fd, enum loop_tag tag);
 int loop_timer(struct loop *l, uint64_t ns);
 int loop_wait(struct loop *l, enum loop_tag *tag, uint64_t *count);
 int loop_write_all(struct loop *l, int fd, const void *buf, size_t len);
-int loop_read_all(struct loop *l, int fd, void *buf, size_t len);
+int loop_read(struct loop *l, int fd, void *buf, size_t len, unsigned int timeout_ms);
 int loop_write_async(struct loop *l, int fd, const void *buf, size_t len);
 int loop_write_wait(struct loop *l);
 int loop_connect(struct loop *l, int fd, const void *addr, unsigned int addrlen);
