@@ -375,8 +375,13 @@ static void *vcpu_thread(void *arg)
 		case VMMU_EXIT_DIRTY_RING_FULL:
 			/* Harvest into the VM's log (the migration reads it) and re-arm. */
 			m->ring_full_exits++;
-			if (vmmu_vcpu_dirty_harvest(m->vcpu) < 0 || vmmu_vm_dirty_reset(m->vm) < 0) {
-				fail(m, "harvesting the dirty ring failed");
+			ret = vmmu_vcpu_dirty_harvest(m->vcpu);
+			if (ret >= 0)
+				do /* -EINTR: a kick's signal is pending; the reset can simply go on */
+					ret = vmmu_vm_dirty_reset(m->vm);
+				while (ret == -EINTR);
+			if (ret < 0) {
+				fail(m, "harvesting the dirty ring failed: %s", vmmu_strerror(ret));
 				return NULL;
 			}
 			break;

@@ -129,10 +129,13 @@ static int stream_put(struct stream_sink *ss, uint32_t type, uint64_t arg, const
 		if (ret)
 			return ret;
 	}
-	r.check = record_check(&r, payload);
-	memcpy(ss->buf[ss->cur] + ss->used, &r, sizeof(r));
+	uint8_t *to = ss->buf[ss->cur] + ss->used;
+
+	/* Copy, then check the copy: the guest may be writing the page meanwhile. */
 	if (len)
-		memcpy(ss->buf[ss->cur] + ss->used + sizeof(r), payload, len);
+		memcpy(to + sizeof(r), payload, len);
+	r.check = record_check(&r, to + sizeof(r));
+	memcpy(to, &r, sizeof(r));
 	ss->used += sizeof(r) + len;
 	ss->s.bytes += sizeof(r) + len;
 	ss->records++;
@@ -227,7 +230,16 @@ struct precopy_stats {
  */
 static int dirty_get(struct machine *m, uint64_t *bm, uint64_t words)
 {
-	int ret = vmmu_vm_dirty_get(m->vm, 0, bm), n = 0;
+	int ret, n = 0, tries = 0;
+
+	/*
+	 * Ring mode: KVM_RESET_DIRTY_RINGS stops early with -EINTR when a signal
+	 * is pending (Linux 6.18 does), and the library passes that on. Harvested
+	 * entries stay in the VM's log, so calling again loses nothing.
+	 */
+	do
+		ret = vmmu_vm_dirty_get(m->vm, 0, bm);
+	while (ret == -EINTR && ++tries < 1000);
 
 	if (ret < 0)
 		return ret;
