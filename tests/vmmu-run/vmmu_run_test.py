@@ -7,6 +7,7 @@ Exits 0 (pass), 1 (fail) or 77 (skip: /dev/kvm cannot be opened).
 """
 import os
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -113,8 +114,8 @@ def proxy(listen_sock, dst_port, mode):
     """Forward one connection to dst_port, breaking the stream.
 
     truncate: cut after 300000 bytes (during the first pre-copy round);
-    truncate-end: hold back the last 24 bytes (the END record) and cut when the
-    source goes quiet waiting for the confirmation (it is parked in stop-and-copy);
+    truncate-end: forward everything but the END record, then cut (the source
+    is parked in stop-and-copy, waiting for the confirmation);
     version: rewrite the header's version field to 99.
     """
     c, _ = listen_sock.accept()
@@ -133,22 +134,30 @@ def proxy(listen_sock, dst_port, mode):
         done.set()
 
     threading.Thread(target=back, daemon=True).start()
+    buf, base, next_rec = bytearray(), 0, 40  # truncate-end: record parsing (after the 40-byte header)
     sent = 0
-    tail = b""
-    if mode == "truncate-end":
-        c.settimeout(1.0)
     try:
         while True:
-            try:
-                b = c.recv(65536)
-            except socket.timeout:
-                break
+            b = c.recv(65536)
             if not b:
                 break
             if mode == "truncate-end":
-                b = tail + b
-                tail = b[-24:]
-                d.sendall(b[:-24])
+                # records: u32 type, u32 len, u64 arg, u64 check, then len bytes; END is type 5
+                buf += b
+                end = None
+                while next_rec + 24 <= base + len(buf):
+                    rtype, rlen = struct.unpack_from("<II", buf, next_rec - base)
+                    if rtype == 5:
+                        end = next_rec - base
+                        break
+                    next_rec += 24 + rlen
+                if end is not None:
+                    d.sendall(bytes(buf[:end]))
+                    break
+                keep = min(next_rec - base, len(buf))
+                d.sendall(bytes(buf[:keep]))
+                del buf[:keep]
+                base += keep
                 continue
             if mode == "version" and sent < 12 <= sent + len(b):
                 b = bytearray(b)
