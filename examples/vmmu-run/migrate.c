@@ -91,8 +91,8 @@ static int local_finish(struct sink *s, const struct vcpu_state *st)
 	return machine_resume(ls->dst);
 }
 
-/* Over a socket: records packed into 1 MiB batches, two batches alternating. */
-#define BATCH_SIZE (1u << 20)
+/* Over a socket: records packed into 4 MiB batches, two batches alternating. */
+#define BATCH_SIZE (4u << 20)
 /* A peer silent this long has gone: the destination aborts, the source resumes its guest. */
 #define STREAM_TIMEOUT_MS 10000
 
@@ -379,8 +379,10 @@ out:
 	return ret;
 }
 
-static void summary(const struct precopy_stats *st, uint64_t bytes, uint64_t mem_size)
+static void summary(struct machine *m, const struct precopy_stats *st, uint64_t bytes)
 {
+	uint64_t mem_size = m->mem_size;
+
 	double total = (double)(st->t_end - st->t_start) / 1e6;
 
 	msg("migrated in %.1f ms: downtime %.2f ms (last %llu pages + vCPU), %u pre-copy rounds, %llu pages, "
@@ -390,6 +392,9 @@ static void summary(const struct precopy_stats *st, uint64_t bytes, uint64_t mem
 	msg("downtime: stop the vCPU %.2f ms, read the dirty log %.2f ms, copy %.2f ms, state and resume %.2f ms",
 	    (double)(st->t_parked - st->t_stop) / 1e6, (double)(st->t_logged - st->t_parked) / 1e6,
 	    (double)(st->t_copied - st->t_logged) / 1e6, (double)(st->t_end - st->t_copied) / 1e6);
+	if (m->dirty_mode == VMMU_DIRTY_RING)
+		msg("dirty ring: %llu ring-full exits harvested by the vCPU thread",
+		    (unsigned long long)m->ring_full_exits);
 }
 
 int migrate_local(struct machine *src, struct loop *l, const struct migrate_opts *o, struct machine *dst)
@@ -413,7 +418,7 @@ int migrate_local(struct machine *src, struct loop *l, const struct migrate_opts
 		machine_destroy(dst);
 		return ret;
 	}
-	summary(&st, ls.s.bytes, src->mem_size);
+	summary(src, &st, ls.s.bytes);
 	return 0;
 }
 
@@ -487,7 +492,7 @@ int migrate_to_peer(struct machine *src, struct loop *l, const struct migrate_op
 			msg("the stream broke: %s", strerror(-ret));
 		goto out;
 	}
-	summary(&st, ss.s.bytes + sizeof(h), src->mem_size);
+	summary(src, &st, ss.s.bytes + sizeof(h));
 out:
 	if (ss.fd >= 0)
 		close(ss.fd);
