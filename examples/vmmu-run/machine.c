@@ -25,6 +25,8 @@
 
 extern const char vmmu_run_guest_image[], vmmu_run_guest_image_end[];
 
+unsigned int ring_entries; /* --ring-entries; 0: the library's default */
+
 #define SEL_UDATA 0x1b
 #define SEL_UCODE 0x23
 #define SEL_TSS   0x28
@@ -81,7 +83,8 @@ static void fail(struct machine *m, const char *fmt, ...)
 
 int machine_create(struct machine *m, const char *backend, uint32_t dirty_mode, uint64_t mem_size, bool prefault)
 {
-	struct vmmu_vm_options o = { .size = sizeof(o), .dirty_mode = dirty_mode };
+	struct vmmu_vm_options o = { .size = sizeof(o), .dirty_mode = dirty_mode,
+				     .ring_entries = dirty_mode == VMMU_DIRTY_RING ? ring_entries : 0 };
 	int ret;
 
 	memset(m, 0, sizeof(*m));

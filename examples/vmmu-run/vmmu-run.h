@@ -84,6 +84,7 @@ struct machine {
 };
 
 /* machine.c */
+extern unsigned int ring_entries; /* dirty ring entries per vCPU (--ring-entries), 0 = library default */
 int machine_setup(struct machine *m, const char *backend, uint32_t dirty_mode, uint64_t mem_size); /* main.c */
 int machine_create(struct machine *m, const char *backend, uint32_t dirty_mode, uint64_t mem_size, bool prefault);
 int machine_load_guest(struct machine *m, const struct workload *w);

@@ -78,9 +78,13 @@ def case_bad_args():
 
 
 def case_migrate(mode):
-    p = run(["--migrate", "--dirty-log", mode, "--after", "60"])
+    # ring: a small ring and a longer first round, so that ring-full exits happen
+    extra = ["--ring-entries", "256", "--mem", "64"] if mode == "ring" else []
+    p = run(["--migrate", "--dirty-log", mode, "--after", "60"] + extra)
     expect(p, 0, GREETING, b"round 1:", b"migrated in",
            b"guest: resumed on a new VM: memory checksum ok", b"guest: done: memory checksum ok")
+    if mode == "ring" and b" 0 ring-full exits" in p.stderr:
+        fail("no ring-full exit happened with a 256-entry ring", p.stdout, p.stderr)
 
 
 def start_listener(extra=()):
