@@ -120,7 +120,8 @@ def proxy(listen_sock, dst_port, mode):
     truncate: cut after 300000 bytes (during the first pre-copy round);
     truncate-end: forward everything but the END record, then cut (the source
     is parked in stop-and-copy, waiting for the confirmation);
-    version: rewrite the header's version field to 99.
+    version: rewrite the header's version field to 99;
+    corrupt: flip one bit 200000 bytes into the stream.
     """
     c, _ = listen_sock.accept()
     d = socket.create_connection(("127.0.0.1", dst_port))
@@ -163,6 +164,10 @@ def proxy(listen_sock, dst_port, mode):
                 del buf[:keep]
                 base += keep
                 continue
+            if mode == "corrupt" and sent < 200000 <= sent + len(b):
+                b = bytearray(b)
+                b[200000 - sent] ^= 0x40  # a bit in the middle of some record
+                b = bytes(b)
             if mode == "version" and sent < 12 <= sent + len(b):
                 b = bytearray(b)
                 b[8 - sent] = 99  # the version field: 4 bytes after the 8-byte magic
@@ -203,6 +208,10 @@ def case_broken(mode):
         expect(src, EXIT_MIGFAIL, b"with the guest stopped", b"resumes here")
     if mode.startswith("truncate"):
         expect(d, EXIT_IO, b"truncated")
+    elif mode == "corrupt":
+        if d.returncode not in (EXIT_IO, EXIT_PROTOCOL) or b"refused: " not in d.stderr:
+            fail("the destination did not refuse a corrupt record", d.stdout, d.stderr)
+        expect(src, EXIT_MIGFAIL, b"refused the stream")
     else:
         expect(d, EXIT_PROTOCOL, b"version 99")
         expect(src, EXIT_MIGFAIL, b"version")
@@ -246,6 +255,7 @@ CASES = {
     "tcp": case_tcp,
     "tcp-truncated": lambda: case_broken("truncate"),
     "tcp-truncated-end": lambda: case_broken("truncate-end"),
+    "tcp-corrupt": lambda: case_broken("corrupt"),
     "tcp-wrong-version": lambda: case_broken("version"),
     "tcp-unreachable": case_unreachable,
     "snapshot": case_snapshot,
