@@ -6,6 +6,7 @@ usage: vmmu_run_test.py VMMU_RUN CASE
 Exits 0 (pass), 1 (fail) or 77 (skip: /dev/kvm cannot be opened).
 """
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -246,6 +247,59 @@ def case_snapshot():
         expect(run(["--restore", f]), EXIT_PROTOCOL, b"version")
 
 
+def case_no_kvm():
+    """Hide /dev/kvm in a private mount namespace: the error must explain it (needs root and unshare)."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        print("SKIP: hiding /dev/kvm needs root and unshare(1)")
+        sys.exit(77)
+    p = subprocess.run(["unshare", "-m", "sh", "-c", 'mount -t tmpfs none /dev && exec "$0"', VMMU_RUN],
+                       capture_output=True, timeout=30)
+    print("$ vmmu-run without /dev/kvm ->", p.returncode)
+    sys.stdout.write(p.stderr.decode(errors="replace"))
+    expect(p, 69, b"/dev/kvm cannot be opened", b"cannot execute x86 guest code")
+
+
+def status_of(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            return dict(line.split(":", 1) for line in f if ":" in line)
+    except OSError:
+        return None
+
+
+def case_caps():
+    """While the guest runs, vmmu-run holds no capability and has no_new_privs (and a migration
+    still creates its second VM); with --keep-caps it keeps them."""
+    for keep in (False, True):
+        args = [VMMU_RUN, "--migrate", "--after", "400"] + (["--keep-caps"] if keep else [])
+        p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        t0, seen = time.time(), None
+        while p.poll() is None and time.time() - t0 < 20:
+            st = status_of(p.pid)
+            if st and (st.get("NoNewPrivs", "").strip() == "1" or (keep and time.time() - t0 > 0.2)):
+                seen = st
+                break
+            time.sleep(0.005)
+        out, err = p.communicate(timeout=30)
+        sys.stdout.write(err.decode(errors="replace"))
+        if p.returncode != 0 or b"resumed on a new VM: memory checksum ok" not in out:
+            fail("the migration did not complete", out, err)
+        if seen is None:
+            fail("never saw the process with its privileges dropped" if not keep else "process gone", out, err)
+        caps = {k: int(seen[k].strip(), 16) for k in ("CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb")}
+        print("keep-caps" if keep else "default", {k: hex(v) for k, v in caps.items()},
+              "NoNewPrivs", seen.get("NoNewPrivs", "?").strip())
+        if keep:
+            if b"privileges: dropped" in err:
+                fail("--keep-caps dropped capabilities", out, err)
+            if os.geteuid() == 0 and not caps["CapEff"]:
+                fail("--keep-caps: root lost its capabilities", out, err)
+        elif any(caps.values()) or seen.get("NoNewPrivs", "").strip() != "1":
+            fail("capabilities left or no_new_privs unset while the guest ran", out, err)
+        elif b"privileges: dropped" not in err:
+            fail("no report of the dropped capabilities", out, err)
+
+
 CASES = {
     "default": case_default,
     "bad-args": case_bad_args,
@@ -259,6 +313,8 @@ CASES = {
     "tcp-wrong-version": lambda: case_broken("version"),
     "tcp-unreachable": case_unreachable,
     "snapshot": case_snapshot,
+    "no-kvm": case_no_kvm,
+    "caps": case_caps,
 }
 
 if __name__ == "__main__":
