@@ -148,10 +148,11 @@ static int reap(struct loop *l, uint64_t *data, int *res)
 	if (*data < MAX_WATCH) {
 		unsigned int i = (unsigned int)*data;
 
-		if (*res == 8 && l->nqueued < MAX_QUEUED)
+		if (*res != 8)
+			return 0; /* the fd failed (or the ring is going away): stop watching it */
+		if (l->nqueued < MAX_QUEUED)
 			l->queued[l->nqueued++] = (struct event){ l->watch[i].tag, l->watch[i].value };
-		if (*res != -ECANCELED)
-			arm_watch(l, i);
+		arm_watch(l, i);
 	} else if (*data == IO_ASYNC) {
 		l->apending = false;
 		l->adone = true;
