@@ -130,6 +130,18 @@ int loop_timer(struct loop *l, uint64_t ns)
 	return 0;
 }
 
+/* Queue an event for loop_wait(), adding to one of the same tag: the queue never overflows. */
+static void queue(struct loop *l, enum loop_tag tag, uint64_t value)
+{
+	for (unsigned int i = 0; i < l->nqueued; i++)
+		if (l->queued[i].tag == tag) {
+			l->queued[i].value += value;
+			return;
+		}
+	if (l->nqueued < MAX_QUEUED)
+		l->queued[l->nqueued++] = (struct event){ tag, value };
+}
+
 /* Take one completion. Watched fds and the timer become queued events; I/O results are returned. */
 static int reap(struct loop *l, uint64_t *data, int *res)
 {
@@ -150,8 +162,7 @@ static int reap(struct loop *l, uint64_t *data, int *res)
 
 		if (*res != 8)
 			return 0; /* the fd failed (or the ring is going away): stop watching it */
-		if (l->nqueued < MAX_QUEUED)
-			l->queued[l->nqueued++] = (struct event){ l->watch[i].tag, l->watch[i].value };
+		queue(l, l->watch[i].tag, l->watch[i].value);
 		arm_watch(l, i);
 	} else if (*data == IO_ASYNC) {
 		l->apending = false;
@@ -159,8 +170,8 @@ static int reap(struct loop *l, uint64_t *data, int *res)
 		l->ares = *res;
 	} else if (*data == TIMER_DATA) {
 		l->timer_armed = false;
-		if (*res == -ETIME && l->nqueued < MAX_QUEUED)
-			l->queued[l->nqueued++] = (struct event){ TAG_TIMER, 1 };
+		if (*res == -ETIME)
+			queue(l, TAG_TIMER, 1);
 	}
 	return 0;
 }
