@@ -278,6 +278,11 @@ static int run_loop(struct loop *l, struct machine **mp, const struct options *o
 	status = machine_wait_exit(m);
 	if (status < 0)
 		return EXIT_INTERNAL;
+	if (!acted) {
+		msg("the guest ended (status %d) before --after %llu ms: nothing was %s", status,
+		    (unsigned long long)o->after_ms, o->mode == SNAPSHOT ? "saved" : "migrated");
+		return EXIT_MIGFAIL;
+	}
 	if (!first_output)
 		first_output = m->first_output_ns;
 	msg("guest exited with status %d after %llu passes; first output %.0f us after start, total %.1f ms",

@@ -75,6 +75,8 @@ def case_bad_args():
     expect(run(["--migrate", "--listen", "1"]), EXIT_USAGE, b"choose one")
     expect(run(["--no-such-option"]), EXIT_USAGE, b"unknown")
     expect(run(["--backend", "soft"]), 69, b"cannot execute x86")
+    expect(run(["--migrate", "--passes", "1", "--writes", "256", "--after", "5000"]), EXIT_MIGFAIL,
+           b"guest: done: memory checksum ok", b"nothing was migrated")
     expect(run(["--backend", "nonesuch"]), EXIT_USAGE, b"unknown backend")
 
 
