@@ -81,7 +81,8 @@ static void fail(struct machine *m, const char *fmt, ...)
 	eventfd_write(m->event_fd, 1);
 }
 
-int machine_create(struct machine *m, const char *backend, uint32_t dirty_mode, uint64_t mem_size, bool prefault)
+int machine_create(struct machine *m, const char *backend, uint32_t dirty_mode, uint64_t mem_size,
+		   bool prefault)
 {
 	struct vmmu_vm_options o = { .size = sizeof(o), .dirty_mode = dirty_mode,
 				     .ring_entries = dirty_mode == VMMU_DIRTY_RING ? ring_entries : 0 };

@@ -400,7 +400,8 @@ static void summary(struct machine *m, const struct precopy_stats *st, uint64_t 
 int migrate_local(struct machine *src, struct loop *l, const struct migrate_opts *o, struct machine *dst)
 {
 	struct local_sink ls = { .s = { .page = local_page, .round_begin = local_round, .round_end = local_nop,
-					.finish = local_finish }, .dst = dst };
+					.finish = local_finish },
+				 .dst = dst };
 	struct precopy_stats st;
 	int ret;
 
@@ -457,8 +458,8 @@ static int resolve(const char *spec, const char *default_host, struct sockaddr_s
 
 int migrate_to_peer(struct machine *src, struct loop *l, const struct migrate_opts *o)
 {
-	struct stream_sink ss = { .s = { .page = stream_page, .round_begin = stream_round, .round_end = stream_round_end,
-					.finish = stream_finish }, .l = l,
+	struct stream_sink ss = { .s = { .page = stream_page, .round_begin = stream_round,
+					 .round_end = stream_round_end, .finish = stream_finish }, .l = l,
 				  .fd = -1 };
 	struct stream_header h = { .magic = STREAM_MAGIC, .version = STREAM_VERSION, .header_size = sizeof(h),
 				   .mem_size = src->mem_size, .page_size = PAGE_SIZE,

@@ -85,8 +85,10 @@ struct machine {
 
 /* machine.c */
 extern unsigned int ring_entries; /* dirty ring entries per vCPU (--ring-entries), 0 = library default */
-int machine_setup(struct machine *m, const char *backend, uint32_t dirty_mode, uint64_t mem_size); /* main.c */
-int machine_create(struct machine *m, const char *backend, uint32_t dirty_mode, uint64_t mem_size, bool prefault);
+/* main.c: machine_create() with the error explained; 0 or an exit status */
+int machine_setup(struct machine *m, const char *backend, uint32_t dirty_mode, uint64_t mem_size);
+int machine_create(struct machine *m, const char *backend, uint32_t dirty_mode, uint64_t mem_size,
+		   bool prefault);
 int machine_load_guest(struct machine *m, const struct workload *w);
 int machine_start(struct machine *m);
 int machine_park(struct machine *m);
@@ -127,7 +129,8 @@ struct migrate_opts {
 };
 int migrate_local(struct machine *src, struct loop *l, const struct migrate_opts *o, struct machine *dst);
 int migrate_to_peer(struct machine *src, struct loop *l, const struct migrate_opts *o);
-int migrate_listen(const char *addr, struct loop *l, const char *backend, struct machine *dst, bool keep_caps);
+int migrate_listen(const char *addr, struct loop *l, const char *backend, struct machine *dst,
+		   bool keep_caps);
 int snapshot_write(struct machine *m, const char *path);
 int snapshot_restore(const char *path, const char *backend, struct machine *m);
 
