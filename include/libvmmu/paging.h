@@ -237,7 +237,8 @@ struct vmmu_walk_result {
  * the error code; EFLAGS.AC does not lift SMAP). With 32-bit and PAE paging
  * @gva is truncated to 32 bits. An EPT violation on a guest table access made
  * as a write (EPT A/D on) reports both read and write in the qualification,
- * as KVM does.
+ * as KVM does. A GPA beyond what a second stage translates (2^48 with 4
+ * levels, 2^57 with 5) faults there as a not-present root entry would.
  *
  * Return: a vmmu_walk_outcome (>= 0); -EINVAL for NULL arguments, unknown
  * @access bits, or WRITE together with FETCH; -ELOOP if A/D updates lose the

@@ -416,6 +416,13 @@ static void test_pae(void **state)
 	assert_int_equal(res.error_code, VMMU_PFERR_PRESENT | VMMU_PFERR_FETCH);
 	assert_int_equal(vmmu_walk(f.ctx, 0x40600000, 0, &res), VMMU_WALK_OK);
 	assert_int_equal(res.page_size, 2ULL << 20);
+	/* 2 MiB PDE: bits 20:13 reserved, bit 12 (PAT) not */
+	ref_set(&f.g, pd + 3 * 8, 0x800000 | PWU | PS | NX | (1ULL << 13));
+	assert_int_equal(vmmu_walk(f.ctx, 0x40600000, 0, &res), VMMU_WALK_PAGE_FAULT);
+	assert_int_equal(res.error_code, VMMU_PFERR_PRESENT | VMMU_PFERR_RSVD);
+	ref_set(&f.g, pd + 3 * 8, 0x800000 | PWU | PS | NX | (1ULL << 12));
+	assert_int_equal(vmmu_walk(f.ctx, 0x40600000, VMMU_WALK_NO_AD, &res), VMMU_WALK_OK);
+	assert_int_equal(res.gpa, 0x800000);
 	/* not-present PDPTE: fault at level 3 */
 	assert_int_equal(vmmu_walk(f.ctx, 0x80000000, 0, &res), VMMU_WALK_PAGE_FAULT);
 	assert_int_equal(res.error_code, 0);
