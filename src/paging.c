@@ -106,6 +106,7 @@ struct vmmu_paging {
 	uintptr_t root_bias;
 
 	/* what the context was built from */
+	bool built;
 	struct vmmu_paging_regs regs;
 	uint8_t maxphyaddr;
 };
@@ -361,6 +362,14 @@ static int build_guest(struct vmmu_paging *c, const struct vmmu_paging_regs *r)
 			  !((c->regs.cr4 ^ r->cr4) & PDPTE_RELOAD_CR4) && c->maxphyaddr == m &&
 			  !((c->regs.flags ^ r->flags) & VMMU_PAGING_F_PDPTRS) &&
 			  !memcmp(c->regs.pdptrs, r->pdptrs, sizeof(r->pdptrs));
+	/* which precomputed parts the change touches (everything on the first build or a mode change) */
+	bool all = !c->built || c->mode != mode;
+	bool perm = all || ((c->regs.cr0 ^ r->cr0) & VMMU_CR0_WP) ||
+		    ((c->regs.cr4 ^ r->cr4) & (VMMU_CR4_SMEP | VMMU_CR4_SMAP)) ||
+		    ((c->regs.efer ^ r->efer) & VMMU_EFER_NXE);
+	bool pk = all || ((c->regs.cr0 ^ r->cr0) & VMMU_CR0_WP) || ((c->regs.cr4 ^ r->cr4) & VMMU_CR4_PKE);
+	bool rsvd = all || c->maxphyaddr != m || ((c->regs.efer ^ r->efer) & VMMU_EFER_NXE) ||
+		    ((c->regs.flags ^ r->flags) & (VMMU_PAGING_F_GBPAGES | VMMU_PAGING_F_AMD));
 
 	c->kind = KIND_GUEST;
 	c->mode = mode;
@@ -377,8 +386,11 @@ static int build_guest(struct vmmu_paging *c, const struct vmmu_paging_regs *r)
 	c->addr_mask = ADDR64_MASK;
 	c->bad_mt_xwr = 0;
 	c->pkru = r->pkru;
-	c->pkru_mask = (lma && (r->cr4 & VMMU_CR4_PKE)) ? build_pkru_mask(wp) : 0;
-	build_permissions(c->permissions, wp, c->nxe, smep, smap);
+	if (pk)
+		c->pkru_mask = (lma && (r->cr4 & VMMU_CR4_PKE)) ? build_pkru_mask(wp) : 0;
+	if (perm)
+		build_permissions(c->permissions, wp, c->nxe, smep, smap);
+	c->built = true;
 
 	switch (mode) {
 	case VMMU_PAGING_OFF:
@@ -390,12 +402,14 @@ static int build_guest(struct vmmu_paging *c, const struct vmmu_paging_regs *r)
 		c->root = r->cr3 & ADDR32_MASK;
 		c->addr_mask = ADDR32_MASK;
 		c->ps_mask = (r->cr4 & VMMU_CR4_PSE) ? PT_PS : 0;
-		rsvd_32(c->rsvd, m);
+		if (rsvd)
+			rsvd_32(c->rsvd, m);
 		break;
 	case VMMU_PAGING_PAE:
 		c->root_level = 3;
 		c->root = r->cr3 & GENMASK_ULL(31, 5);
-		rsvd_pae(c->rsvd, m, c->nxe);
+		if (rsvd)
+			rsvd_pae(c->rsvd, m, c->nxe);
 		if (!old_pdptrs) {
 			int ret = load_pdptrs(c);
 
@@ -406,7 +420,8 @@ static int build_guest(struct vmmu_paging *c, const struct vmmu_paging_regs *r)
 	default:
 		c->root_level = mode == VMMU_PAGING_5LEVEL ? 5 : 4;
 		c->root = r->cr3 & high_bits(12, m - 1);
-		rsvd_64(c->rsvd, m, c->nxe, r->flags & VMMU_PAGING_F_GBPAGES, r->flags & VMMU_PAGING_F_AMD);
+		if (rsvd)
+			rsvd_64(c->rsvd, m, c->nxe, r->flags & VMMU_PAGING_F_GBPAGES, r->flags & VMMU_PAGING_F_AMD);
 		break;
 	}
 	cache_root_slot(c);

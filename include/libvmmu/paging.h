@@ -128,7 +128,10 @@ VMMU_API int vmmu_paging_create_npt(struct vmmu_paging **out, const struct vmmu_
 /**
  * vmmu_paging_update() - rebuild a first-stage context after register changes
  * (a CR0/CR3/CR4/EFER/PKRU/RFLAGS write). Identical registers cost nothing;
- * otherwise the precomputed masks and tables are rebuilt. PAE PDPTE registers
+ * otherwise only what the changed bits feed is recomputed: the permission
+ * table (CR0.WP, CR4.SMEP/SMAP, EFER.NXE), the PKRU mask (CR0.WP, CR4.PKE),
+ * the reserved-bit masks (MAXPHYADDR, EFER.NXE, flags), all of them on a
+ * paging-mode change; CR3, RFLAGS.AC and PKRU are plain copies. PAE PDPTE registers
  * loaded from memory are reloaded only by the writes that reload them on a
  * CPU (CR3; CR0.PG/CD/NW; CR4.PSE/PAE/PGE/SMEP; a change of MAXPHYADDR or of
  * the given pdptrs), so a walk keeps using the loaded values otherwise.
