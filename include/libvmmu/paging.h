@@ -131,8 +131,8 @@ VMMU_API int vmmu_paging_create_npt(struct vmmu_paging **out, const struct vmmu_
  * otherwise only what the changed bits feed is recomputed: the permission
  * table (CR0.WP, CR4.SMEP/SMAP, EFER.NXE), the PKRU mask (CR0.WP, CR4.PKE),
  * the reserved-bit masks (MAXPHYADDR, EFER.NXE, flags), all of them on a
- * paging-mode change; CR3, RFLAGS.AC and PKRU are plain copies. PAE PDPTE registers
- * loaded from memory are reloaded only by the writes that reload them on a
+ * paging-mode change; CR3, RFLAGS.AC and PKRU are plain copies. PAE PDPTE
+ * registers loaded from memory are reloaded only by the writes that reload them on a
  * CPU (CR3; CR0.PG/CD/NW; CR4.PSE/PAE/PGE/SMEP; a change of MAXPHYADDR or of
  * the given pdptrs), so a walk keeps using the loaded values otherwise.
  *
@@ -205,9 +205,11 @@ enum vmmu_walk_outcome {
 struct vmmu_walk_result {
 	vmmu_gpa_t gpa;          /**< OK: the translation of the GVA (page offset included) */
 	uint64_t page_size;      /**< OK: 4 KiB, 2 MiB, 4 MiB or 1 GiB */
-	uint8_t level;           /**< OK: level of the leaf (1 = 4 KiB table; 0 with paging off); fault: level where the walk stopped */
+	uint8_t level;           /**< OK: level of the leaf (1 = 4 KiB table; 0 with paging off);
+				      fault: level where the walk stopped */
 	uint8_t levels;          /**< number of entries read (valid in gpte[]/gpte_gpa[] from the top) */
-	uint16_t access;         /**< OK: effective VMMU_ACC_* over the first-stage path (second stage walked alone: R in ACC_USER) */
+	uint16_t access;         /**< OK: effective VMMU_ACC_* over the first-stage path
+				      (a second stage walked alone: its path, R in ACC_USER) */
 	uint32_t pad;
 	uint64_t gpte[VMMU_WALK_MAX_LEVELS];       /**< entry read at level L in [L - 1], as in memory (after A/D) */
 	vmmu_gpa_t gpte_gpa[VMMU_WALK_MAX_LEVELS]; /**< guest physical address of that entry */
