@@ -467,9 +467,12 @@ int vmmu_paging_update(struct vmmu_paging *ctx, const struct vmmu_paging_regs *r
 	ret = check_regs(regs);
 	if (ret)
 		return ret;
-	/* A write that changes nothing is free; otherwise the tables are rebuilt (well under a microsecond). */
-	if (!memcmp(&ctx->regs, regs, sizeof(*regs)))
+	/* a write that changes nothing only refreshes the root-slot hint after memslot changes */
+	if (!memcmp(&ctx->regs, regs, sizeof(*regs))) {
+		if (ctx->root_gen != ctx->mem->generation)
+			cache_root_slot(ctx);
 		return 0;
+	}
 	tmp = *ctx;
 	ret = build_guest(&tmp, regs);
 	if (ret)

@@ -135,6 +135,9 @@ VMMU_API int vmmu_paging_create_npt(struct vmmu_paging **out, const struct vmmu_
  * registers loaded from memory are reloaded only by the writes that reload them on a
  * CPU (CR3; CR0.PG/CD/NW; CR4.PSE/PAE/PGE/SMEP; a change of MAXPHYADDR or of
  * the given pdptrs), so a walk keeps using the loaded values otherwise.
+ * Walks stay correct across memslot changes; calling this afterwards (even
+ * with the same registers) restores the cached slot of the root table that
+ * spares a lookup at the start of each walk.
  *
  * Return: as vmmu_paging_create(); on error the context is unchanged.
  */
