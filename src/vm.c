@@ -504,6 +504,7 @@ int vmmu_vcpu_translate(struct vmmu_vcpu *vcpu, vmmu_gva_t gva, uint32_t access,
 	pr.efer = s.efer;
 	pr.rflags = r.rflags;
 	pr.maxphyaddr = vcpu->vm->caps.maxphyaddr;
+	pr.flags = vcpu->vm->paging_flags;
 	ret = vmmu_paging_create(&ctx, vcpu->vm->slots, &pr);
 	if (ret)
 		return ret;

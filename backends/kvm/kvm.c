@@ -132,10 +132,18 @@ static void probe_caps(struct kvm_vm *k)
 	c->max_vcpus = r > 0 ? (uint32_t)r : 1;
 	r = check_cap(k, KVM_CAP_NR_MEMSLOTS);
 	c->max_memslots = r > 0 ? (uint32_t)r : 32;
+	/* The guest CPU is what KVM supports (every vCPU gets that CPUID): its MAXPHYADDR, 1 GiB pages, vendor. */
 	c->maxphyaddr = 36;
-	for (uint32_t i = 0; i < k->cpuid->nent; i++)
-		if (k->cpuid->entries[i].function == 0x80000008)
-			c->maxphyaddr = k->cpuid->entries[i].eax & 0xff;
+	for (uint32_t i = 0; i < k->cpuid->nent; i++) {
+		const struct kvm_cpuid_entry2 *e = &k->cpuid->entries[i];
+
+		if (e->function == 0x80000008)
+			c->maxphyaddr = e->eax & 0xff;
+		if (e->function == 0x80000001 && (e->edx & (1u << 26)))
+			k->base.paging_flags |= VMMU_PAGING_F_GBPAGES;
+		if (e->function == 0 && e->ebx == 0x68747541) /* "Auth"enticAMD */
+			k->base.paging_flags |= VMMU_PAGING_F_AMD;
+	}
 }
 
 static int get_supported_cpuid(struct kvm_vm *k)
@@ -568,12 +576,28 @@ static int kvm_run_vcpu(struct vmmu_vcpu *vcpu, struct vmmu_exit *exit)
 	c->thread = pthread_self();
 	atomic_store(&c->in_run, true);
 	for (int tries = 0;; tries++) {
-		r = KVM_IOCTL(c->fd, KVM_RUN, 0);
-		/* EAGAIN: nothing ran; try again a few times before reporting it. */
+		/* An output field; cleared so that a stale reason cannot explain this run's error. */
+		c->run->exit_reason = KVM_EXIT_UNKNOWN;
+		r = ioctl(c->fd, KVM_RUN, 0);
+		if (r < 0) {
+			/*
+			 * Not failures: EINTR (signal, kick), EAGAIN (nothing ran: retried a
+			 * few times), and EFAULT with KVM_EXIT_MEMORY_FAULT, which api.rst
+			 * says comes with -1/EFAULT rather than 0.
+			 */
+			bool quiet = errno == EINTR || errno == EAGAIN ||
+				     (errno == EFAULT && c->run->exit_reason == KVM_EXIT_MEMORY_FAULT);
+
+			r = sys_error("KVM_RUN", quiet);
+		}
 		if (r != -EAGAIN || tries == 16)
 			break;
 	}
 	atomic_store(&c->in_run, false);
+	if (r == -EFAULT && c->run->exit_reason == KVM_EXIT_MEMORY_FAULT)
+		r = 0;
+	if (r == -EAGAIN)
+		log_err("kvm: KVM_RUN: still EAGAIN after 16 tries");
 	if (r == -EINTR) {
 		/*
 		 * A signal or a kick (immediate_exit). api.rst: KVM_RUN returns

@@ -301,8 +301,11 @@ struct vmmu_exit {
  * @exit: receives the exit.
  *
  * An interrupted run (a signal, vmmu_vcpu_kick()) is VMMU_EXIT_INTR, not an
- * error. Return: 0; -EINVAL; -EBADF (destroyed vCPU); backend -errno (-EFAULT
- * for a memory fault KVM reports as an error, ...).
+ * error; a memory fault the backend describes (KVM_EXIT_MEMORY_FAULT, which
+ * KVM returns with EFAULT) is VMMU_EXIT_FAULT. Return: 0; -EINVAL; -EBADF
+ * (destroyed vCPU); backend -errno (-EFAULT for a fault KVM does not
+ * describe, such as host memory unmapped under a slot; -EAGAIN if KVM keeps
+ * refusing to run).
  */
 VMMU_API int vmmu_vcpu_run(struct vmmu_vcpu *vcpu, struct vmmu_exit *exit);
 
