@@ -42,7 +42,7 @@ struct kvm_vm {
 	struct vmmu_vm base;
 	int sys_fd, fd;
 	int run_size;
-	struct kvm_cpuid2 *cpuid; /* what KVM supports; every vCPU gets it */
+	const struct kvm_cpuid2 *cpuid; /* what KVM supports (shared cache); every vCPU gets it */
 	bool acq_rel;             /* ring enabled with the ACQ_REL capability */
 };
 
@@ -146,7 +146,14 @@ static void probe_caps(struct kvm_vm *k)
 	}
 }
 
-static int get_supported_cpuid(struct kvm_vm *k)
+/*
+ * KVM_GET_SUPPORTED_CPUID costs ~100 us and its answer does not change while
+ * the process runs: read it once and share it (read-only) between VMs.
+ */
+static pthread_mutex_t cpuid_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct kvm_cpuid2 *cpuid_cache; /* kept for the life of the process */
+
+static int read_supported_cpuid(int sys_fd, struct kvm_cpuid2 **out)
 {
 	for (uint32_t n = 64; n <= 4096; n *= 2) {
 		struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
@@ -156,9 +163,9 @@ static int get_supported_cpuid(struct kvm_vm *k)
 			return -ENOMEM;
 		c->nent = n;
 		/* E2BIG: the buffer is too small; grow it (not worth a log line). */
-		r = ioctl(k->sys_fd, KVM_GET_SUPPORTED_CPUID, c);
+		r = ioctl(sys_fd, KVM_GET_SUPPORTED_CPUID, c);
 		if (r == 0) {
-			k->cpuid = c;
+			*out = c;
 			return 0;
 		}
 		r = sys_error("KVM_GET_SUPPORTED_CPUID", errno == E2BIG);
@@ -168,6 +175,18 @@ static int get_supported_cpuid(struct kvm_vm *k)
 	}
 	log_err("kvm: KVM_GET_SUPPORTED_CPUID: more than 4096 entries");
 	return -E2BIG;
+}
+
+static int get_supported_cpuid(struct kvm_vm *k)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&cpuid_lock);
+	if (!cpuid_cache)
+		ret = read_supported_cpuid(k->sys_fd, &cpuid_cache);
+	k->cpuid = cpuid_cache;
+	pthread_mutex_unlock(&cpuid_lock);
+	return ret;
 }
 
 static int enable_dirty_mode(struct kvm_vm *k, const struct vmmu_vm_options *o)
@@ -219,7 +238,6 @@ static void kvm_vm_destroy(struct vmmu_vm *vm)
 		close(k->fd);
 	if (k->sys_fd >= 0)
 		close(k->sys_fd);
-	free(k->cpuid);
 	vm_finish(vm);
 	free(k);
 }
