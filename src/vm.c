@@ -258,8 +258,8 @@ int vmmu_vm_memslot_add(struct vmmu_vm *vm, uint32_t id, vmmu_gpa_t gpa, uint64_
 	if (ret)
 		return ret;
 	if (!host_range_mapped(hva, size)) {
-		log_err("vm: memslot %u: host memory at %p is not mapped for all of its 0x%llx bytes", id, hva,
-			(unsigned long long)size);
+		log_err("vm: memslot %u: host memory at %p is not mapped for all of its 0x%llx bytes", id,
+			hva, (unsigned long long)size);
 		ret = -EFAULT;
 		goto undo_mirror;
 	}
@@ -558,7 +558,8 @@ static bool mode_is(struct vmmu_vm *vm, enum vmmu_dirty_mode mode, const char *w
 
 	if (vm->opts.dirty_mode == mode)
 		return true;
-	log_err("vm: %s needs the %s dirty mode; this VM uses %s", what, names[mode], names[vm->opts.dirty_mode]);
+	log_err("vm: %s needs the %s dirty mode; this VM uses %s", what, names[mode],
+		names[vm->opts.dirty_mode]);
 	return false;
 }
 
@@ -741,7 +742,8 @@ int vmmu_vm_dirty_mark(struct vmmu_vm *vm, vmmu_gpa_t gpa, uint64_t len)
 	/* Check the whole range first so that an error marks nothing. */
 	for (gfn = gpa >> VMMU_PAGE_SHIFT; gfn <= last; gfn = m.base_gfn + m.npages) {
 		if (vmmu_memslots_find(vm->slots, vmmu_gfn_to_gpa(gfn), &m)) {
-			log_err("vm: dirty_mark: gpa 0x%llx is in no slot", (unsigned long long)vmmu_gfn_to_gpa(gfn));
+			log_err("vm: dirty_mark: gpa 0x%llx is in no slot",
+				(unsigned long long)vmmu_gfn_to_gpa(gfn));
 			return -EFAULT;
 		}
 		if (!(m.flags & VMMU_MEMSLOT_LOG_DIRTY)) {
@@ -820,15 +822,15 @@ int vmmu_guestmem_init(struct vmmu_guestmem *mem, uint64_t size, uint32_t flags)
 		p = mmap(NULL, size, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | (21 << MAP_HUGE_SHIFT), -1, 0);
 		if (p == MAP_FAILED) {
-			log_err("guestmem: no 2 MiB huge pages for 0x%llx bytes (see /proc/sys/vm/nr_hugepages)",
+			log_err("guestmem: no free 2 MiB huge pages for 0x%llx bytes (vm.nr_hugepages)",
 				(unsigned long long)size);
 			return -ENOMEM;
 		}
 	} else {
 		/* Over-map by 2 MiB and trim, so that THP can back whole guest 2 MiB pages. */
 		align = size >= HUGE_2M ? HUGE_2M : VMMU_PAGE_SIZE;
-		uint8_t *raw = mmap(NULL, size + align, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS |
-				    MAP_NORESERVE, -1, 0);
+		uint8_t *raw = mmap(NULL, size + align, PROT_READ | PROT_WRITE,
+				    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 
 		if (raw == MAP_FAILED) {
 			log_err("guestmem: cannot map 0x%llx bytes", (unsigned long long)size);

@@ -132,7 +132,7 @@ static void probe_caps(struct kvm_vm *k)
 	c->max_vcpus = r > 0 ? (uint32_t)r : 1;
 	r = check_cap(k, KVM_CAP_NR_MEMSLOTS);
 	c->max_memslots = r > 0 ? (uint32_t)r : 32;
-	/* The guest CPU is what KVM supports (every vCPU gets that CPUID): its MAXPHYADDR, 1 GiB pages, vendor. */
+	/* The guest CPU is what KVM supports (every vCPU gets that CPUID): MAXPHYADDR, GB pages, vendor. */
 	c->maxphyaddr = 36;
 	for (uint32_t i = 0; i < k->cpuid->nent; i++) {
 		const struct kvm_cpuid_entry2 *e = &k->cpuid->entries[i];
@@ -203,7 +203,9 @@ static int enable_dirty_mode(struct kvm_vm *k, const struct vmmu_vm_options *o)
 		cap.cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2;
 		cap.args[0] = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE;
 		if (o->flags & VMMU_VM_F_INITIALLY_SET) {
-			if (!(check_cap(k, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) & KVM_DIRTY_LOG_INITIALLY_SET)) {
+			long offered = check_cap(k, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
+
+			if (!(offered & KVM_DIRTY_LOG_INITIALLY_SET)) {
 				log_err("kvm: KVM_DIRTY_LOG_INITIALLY_SET is not offered");
 				return -EOPNOTSUPP;
 			}
@@ -664,7 +666,8 @@ static int kvm_dirty_log_clear(struct vmmu_vm *vm, uint32_t id, uint64_t first_p
 	};
 
 	if (npages > UINT32_MAX) {
-		log_err("kvm: dirty_clear: %llu pages do not fit KVM's 32-bit count", (unsigned long long)npages);
+		log_err("kvm: dirty_clear: %llu pages do not fit KVM's 32-bit count",
+			(unsigned long long)npages);
 		return -EINVAL;
 	}
 	return (int)KVM_IOCTL(to_kvm(vm)->fd, KVM_CLEAR_DIRTY_LOG, &d);

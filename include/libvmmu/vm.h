@@ -49,7 +49,7 @@ struct vmmu_vcpu;
 /** How dirty pages are tracked (struct vmmu_vm_options.dirty_mode). */
 enum vmmu_dirty_mode {
 	VMMU_DIRTY_GET_CLEAR = 0, /**< bitmap; reading it clears it and re-arms (KVM_GET_DIRTY_LOG) */
-	VMMU_DIRTY_MANUAL = 1,    /**< bitmap; reading does not re-arm; clear ranges explicitly (MANUAL_PROTECT2) */
+	VMMU_DIRTY_MANUAL = 1,    /**< bitmap; reading does not re-arm; clear ranges yourself (PROTECT2) */
 	VMMU_DIRTY_RING = 2,      /**< per-vCPU rings of dirtied frames, harvested then reset */
 };
 
@@ -243,7 +243,10 @@ VMMU_API int vmmu_vcpu_create(struct vmmu_vm *vm, uint32_t id, struct vmmu_vcpu 
  */
 VMMU_API void vmmu_vcpu_destroy(struct vmmu_vcpu *vcpu);
 
-/** vmmu_vcpu_get_regs() / _set_regs() / _get_sregs() / _set_sregs(): Return 0; -EINVAL; -EBADF (destroyed); backend -errno. */
+/**
+ * vmmu_vcpu_get_regs() / _set_regs() / _get_sregs() / _set_sregs() - register access.
+ * Return: 0; -EINVAL; -EBADF (destroyed); backend -errno.
+ */
 VMMU_API int vmmu_vcpu_get_regs(struct vmmu_vcpu *vcpu, struct vmmu_regs *regs);
 VMMU_API int vmmu_vcpu_set_regs(struct vmmu_vcpu *vcpu, const struct vmmu_regs *regs);
 VMMU_API int vmmu_vcpu_get_sregs(struct vmmu_vcpu *vcpu, struct vmmu_sregs *sregs);
@@ -273,14 +276,14 @@ struct vmmu_exit {
 			uint8_t size;     /**< 1, 2 or 4 bytes per element */
 			uint8_t is_write; /**< OUT */
 			uint32_t count;   /**< elements (string I/O) */
-			uint8_t *data;    /**< count * size bytes: OUT data; for IN, fill before the next run */
+			uint8_t *data;    /**< count * size bytes: OUT data; IN: fill before the next run */
 		} io;
 		struct {
 			vmmu_gpa_t gpa;
 			uint32_t len;     /**< 1..8 */
 			uint8_t is_write;
 			uint8_t pad[3];
-			uint8_t *data;    /**< len bytes: written value; for a read, fill before the next run */
+			uint8_t *data;    /**< len bytes: the value written; read: fill before the next run */
 		} mmio;
 		struct {
 			vmmu_gpa_t gpa;

@@ -110,8 +110,9 @@ static struct vmmu_vcpu *add_vcpu(struct guest *g, uint32_t id)
 		assert_int_equal(vmmu_vcpu_create(g->vm, id, &v), 0);
 	g->vcpu = v;
 	assert_int_equal(guest_set_cpu(g, GUEST_CODE, 3), 0);
-	assert_int_equal(guest_set_args(g, TEST_GPA, TEST_PAGES - 1, GUEST_DATA, 0x9e3779b97f4a7c15ULL + id * 7919,
-				       WRITES_PER_SYNC), 0);
+	assert_int_equal(guest_set_args(g, TEST_GPA, TEST_PAGES - 1, GUEST_DATA,
+					0x9e3779b97f4a7c15ULL + id * 7919, WRITES_PER_SYNC),
+			 0);
 	g->vcpu = first;
 	return v;
 }
@@ -165,22 +166,27 @@ static void run_mode(uint32_t mode, uint32_t flags, int nvcpus)
 				reported++;
 				if (v != it && v != it - 1)
 					fail_msg("iteration %llu: page %llu reported dirty but holds %llu",
-						 (unsigned long long)it, (unsigned long long)p, (unsigned long long)v);
+						 (unsigned long long)it, (unsigned long long)p,
+						 (unsigned long long)v);
 				owed[p / 64] &= ~(1ULL << (p % 64));
 				prev[p] = v;
 				continue;
 			}
 			if (was_owed)
-				fail_msg("iteration %llu: page %llu was written after the last harvest but is "
-					 "still not reported (lost)", (unsigned long long)it, (unsigned long long)p);
+				fail_msg(
+				    "iteration %llu: page %llu was written after the last harvest but is "
+				    "still not reported (lost)",
+				    (unsigned long long)it, (unsigned long long)p);
 			if (v > it)
 				fail_msg("page %llu holds %llu from the future", (unsigned long long)p,
 					 (unsigned long long)v);
 			if (v != prev[p]) {
 				/* Changed but not reported: only legal if written after the harvest. */
 				if (v != it)
-					fail_msg("iteration %llu: page %llu changed to %llu unreported (lost)",
-						 (unsigned long long)it, (unsigned long long)p, (unsigned long long)v);
+					fail_msg(
+					    "iteration %llu: page %llu changed to %llu unreported (lost)",
+					    (unsigned long long)it, (unsigned long long)p,
+					    (unsigned long long)v);
 				owed[p / 64] |= 1ULL << (p % 64);
 				owed_total++;
 				prev[p] = v;
@@ -215,8 +221,8 @@ static void run_mode(uint32_t mode, uint32_t flags, int nvcpus)
 		sem_post(&r->cont);
 	for (int i = 0; i < nvcpus; i++)
 		pthread_join(t[i], NULL);
-	printf("mode %u, %d vCPU(s): %d iterations, %llu pages reported, %llu owed to a later harvest\n", mode,
-	       nvcpus, ITERATIONS, (unsigned long long)reported, (unsigned long long)owed_total);
+	printf("mode %u, %d vCPU(s): %d iterations, %llu pages reported, %llu owed to a later harvest\n",
+	       mode, nvcpus, ITERATIONS, (unsigned long long)reported, (unsigned long long)owed_total);
 	/* The workload really dirtied pages each round. */
 	assert_true(reported > ITERATIONS * 500ULL);
 
