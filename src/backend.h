@@ -104,7 +104,7 @@ struct vm_ops {
 	/* Optional (MANUAL): clear and re-arm the set bits of @bitmap; the range obeys the 64-page rule. */
 	int (*dirty_log_clear)(struct vmmu_vm *vm, uint32_t id, uint64_t first_page, uint64_t npages,
 			       const uint64_t *bitmap);
-	/* Optional (RING): harvest @vcpu's ring through dirty_slot_set(); return entries taken. */
+	/* Optional (RING): harvest @vcpu's ring through dirty_slot_set_ring(); return entries taken. */
 	int (*dirty_ring_harvest)(struct vmmu_vcpu *vcpu);
 	/* Optional (RING): re-arm every harvested entry; return entries reset. */
 	int (*dirty_ring_reset)(struct vmmu_vm *vm);
@@ -134,6 +134,7 @@ static inline void dirty_slot_set_ring(struct vmmu_vm *vm, uint32_t id, uint64_t
 /* Backend tables and their availability; a backend not built has no table. */
 extern const struct vm_ops kvm_vm_ops;
 extern const struct vm_ops hvf_vm_ops;
+extern const struct vm_ops soft_vm_ops;
 /* KVM: can /dev/kvm be opened (for "auto")? */
 bool kvm_available(void);
 

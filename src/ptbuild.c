@@ -59,7 +59,7 @@ struct vmmu_ptbuild {
 	uint8_t va_bits;    /* width of the input address: 32, 48 or 57 */
 	uint8_t maxphyaddr;
 	bool ept;
-	bool canonical;     /* 4-/5-level: the input address must be canonical */
+	bool canonical;     /* 4-/5-level first stage: the input address must be canonical */
 	bool root_owned;    /* the builder allocated the root */
 	uint32_t flags;
 	vmmu_gpa_t root;
@@ -352,6 +352,32 @@ static void map_leaves(struct vmmu_ptbuild *b, struct request *r, void *t, unsig
 	} while (*left && i < table_entries(b, level));
 }
 
+/*
+ * Unmap or protect: handle the entries of table @t from @i on that need no
+ * descent (holes, leaves the range covers whole). Returns false if the
+ * entry at @i needs one (a table, or a leaf the range covers in part).
+ */
+static bool sweep_leaves(const struct vmmu_ptbuild *b, const struct request *r, void *t, unsigned int i, int level,
+			 uint64_t *va, uint64_t *left)
+{
+	uint64_t size = level_size(b, level);
+	bool moved = false;
+
+	for (; *left && i < table_entries(b, level); i++) {
+		uint64_t e = entry_get(b, t, i), step = size - (*va & (size - 1));
+
+		if (entry_is_present(b, e)) {
+			if (!entry_is_leaf(b, e, level) || step != size || *left < size)
+				break;
+			entry_set(b, t, i, r->op == OP_UNMAP ? 0 : reprotect(b, e, level, r->prot));
+		}
+		*left = step >= *left ? 0 : *left - step;
+		*va += step;
+		moved = true;
+	}
+	return moved;
+}
+
 static int apply(struct vmmu_ptbuild *b, struct request *r, uint64_t va, uint64_t left)
 {
 	while (left) {
@@ -361,7 +387,7 @@ static int apply(struct vmmu_ptbuild *b, struct request *r, uint64_t va, uint64_
 		for (;;) {
 			void *t = table_hva(b, table, level, true);
 			unsigned int i = table_index(b, va, level);
-			uint64_t size = level_size(b, level), e;
+			uint64_t e;
 			vmmu_gpa_t child;
 			int ret;
 
@@ -374,26 +400,14 @@ static int apply(struct vmmu_ptbuild *b, struct request *r, uint64_t va, uint64_
 				map_leaves(b, r, t, i, level, &va, &left);
 				break;
 			}
-			e = entry_get(b, t, i);
-			if (!entry_is_present(b, e) && r->op != OP_MAP) {
-				uint64_t skip = size - (va & (size - 1));
-
-				if (skip >= left)
-					return 0;
-				va += skip;
-				left -= skip;
+			if (r->op != OP_MAP && sweep_leaves(b, r, t, i, level, &va, &left))
 				break;
-			}
-			if (entry_is_present(b, e) && entry_is_leaf(b, e, level)) {
-				if (r->op != OP_MAP && !(va & (size - 1)) && left >= size) {
-					entry_set(b, t, i, r->op == OP_UNMAP ? 0 : reprotect(b, e, level, r->prot));
-					va += size;
-					left -= size;
-					break;
-				}
-				ret = split(b, e, level, &child);
-			} else if (!entry_is_present(b, e)) {
+			/* map: a missing table or a huge leaf on the way; unmap/protect: a table or a partly covered leaf */
+			e = entry_get(b, t, i);
+			if (!entry_is_present(b, e)) {
 				ret = table_alloc(b, false, &child);
+			} else if (entry_is_leaf(b, e, level)) {
+				ret = split(b, e, level, &child);
 			} else {
 				table = entry_table(b, e);
 				level--;
@@ -410,6 +424,14 @@ static int apply(struct vmmu_ptbuild *b, struct request *r, uint64_t va, uint64_
 }
 
 /* ---- argument checks ---- */
+
+static bool is_null(const void *b, const char *what)
+{
+	if (b)
+		return false;
+	log_err("ptbuild: %s with a NULL argument", what);
+	return true;
+}
 
 static int check_gva_range(const struct vmmu_ptbuild *b, vmmu_gva_t gva, uint64_t size, uint64_t align)
 {
@@ -470,7 +492,7 @@ int vmmu_ptbuild_map_raw(struct vmmu_ptbuild *b, vmmu_gva_t gva, vmmu_gpa_t gpa,
 	uint64_t limit;
 	int ret;
 
-	if (!b)
+	if (is_null(b, "map"))
 		return -EINVAL;
 	r.map_level = page_size_level(b, page_size);
 	if (r.map_level < 0) {
@@ -505,7 +527,7 @@ int vmmu_ptbuild_unmap(struct vmmu_ptbuild *b, vmmu_gva_t gva, uint64_t size)
 	struct request r = { .op = OP_UNMAP };
 	int ret;
 
-	if (!b)
+	if (is_null(b, "unmap"))
 		return -EINVAL;
 	ret = check_gva_range(b, gva, size, VMMU_PAGE_SIZE);
 	return ret ? ret : apply(b, &r, gva, size);
@@ -516,7 +538,7 @@ int vmmu_ptbuild_protect(struct vmmu_ptbuild *b, vmmu_gva_t gva, uint64_t size, 
 	struct request r = { .op = OP_PROTECT, .prot = prot };
 	int ret;
 
-	if (!b)
+	if (is_null(b, "protect"))
 		return -EINVAL;
 	ret = check_gva_range(b, gva, size, VMMU_PAGE_SIZE);
 	if (!ret)
@@ -529,7 +551,7 @@ int vmmu_ptbuild_lookup(const struct vmmu_ptbuild *b, vmmu_gva_t gva, struct vmm
 	vmmu_gpa_t table;
 	int level;
 
-	if (!b || !out)
+	if (is_null(b, "lookup") || is_null(out, "lookup"))
 		return -EINVAL;
 	if (check_gva_range(b, gva & VMMU_PAGE_MASK, VMMU_PAGE_SIZE, VMMU_PAGE_SIZE))
 		return -EINVAL;
@@ -605,12 +627,16 @@ static int check_config(const struct vmmu_ptbuild_config *cfg)
 		log_err("ptbuild: MAXPHYADDR %u is outside 32..52", cfg->maxphyaddr);
 		return -EINVAL;
 	}
-	if (cfg->flags & ~(VMMU_PTBUILD_F_ROOT | VMMU_PTBUILD_F_EPT_AD)) {
+	if (cfg->flags & ~(VMMU_PTBUILD_F_ROOT | VMMU_PTBUILD_F_EPT_AD | VMMU_PTBUILD_F_NPT)) {
 		log_err("ptbuild: unknown flags 0x%x", cfg->flags);
 		return -EINVAL;
 	}
 	if ((cfg->flags & VMMU_PTBUILD_F_EPT_AD) && cfg->mode != VMMU_PAGING_EPT4 && cfg->mode != VMMU_PAGING_EPT5) {
 		log_err("ptbuild: the EPT A/D flag needs an EPT mode");
+		return -EINVAL;
+	}
+	if ((cfg->flags & VMMU_PTBUILD_F_NPT) && cfg->mode != VMMU_PAGING_4LEVEL && cfg->mode != VMMU_PAGING_5LEVEL) {
+		log_err("ptbuild: NPT tables are 4- or 5-level");
 		return -EINVAL;
 	}
 	return 0;
@@ -647,13 +673,17 @@ int vmmu_ptbuild_create(struct vmmu_ptbuild **out, const struct vmmu_memslots *m
 	if (ret)
 		return ret;
 	b = calloc(1, sizeof(*b));
-	if (!b)
+	if (!b) {
+		log_err("ptbuild: no memory for a builder");
 		return -ENOMEM;
+	}
 	ret = set_format(b, cfg->mode);
 	if (ret) {
 		log_err("ptbuild: mode %d has no page tables to build", (int)cfg->mode);
 		goto fail;
 	}
+	if (cfg->flags & VMMU_PTBUILD_F_NPT)
+		b->canonical = false; /* the input is a GPA: [0, 2^48) or [0, 2^57) */
 	b->mem = mem;
 	b->maxphyaddr = cfg->maxphyaddr;
 	b->flags = cfg->flags;

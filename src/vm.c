@@ -38,6 +38,10 @@ static const struct vm_ops *find_backend(const char *name)
 	if (!strcmp(name, "hvf"))
 		return &hvf_vm_ops;
 #endif
+#if VMMU_HAVE_SOFT
+	if (!strcmp(name, "soft"))
+		return &soft_vm_ops;
+#endif
 	return NULL;
 }
 
@@ -60,8 +64,13 @@ static int select_backend(const char *name, const struct vm_ops **ops)
 			return 0;
 		}
 #endif
-		log_err("vm: backend auto: /dev/kvm cannot be opened and the soft backend is not built yet");
+#if VMMU_HAVE_SOFT
+		*ops = &soft_vm_ops;
+		return 0;
+#else
+		log_err("vm: backend auto: /dev/kvm cannot be opened and the soft backend is not built in");
 		return -ENODEV;
+#endif
 	}
 	*ops = find_backend(name);
 	if (*ops)

@@ -11,8 +11,8 @@
  *
  * Formats (enum vmmu_paging_mode): VMMU_PAGING_32BIT, _PAE, _4LEVEL, _5LEVEL,
  * _EPT4, _EPT5. AMD NPT tables are the 4-/5-level format: build them with
- * _4LEVEL/_5LEVEL, map with VMMU_PT_USER (every NPT access is a user access)
- * and load vmmu_ptbuild_root() into nCR3.
+ * _4LEVEL/_5LEVEL and VMMU_PTBUILD_F_NPT, map with VMMU_PT_USER (every NPT
+ * access is a user access) and load vmmu_ptbuild_root() into nCR3.
  *
  * Entries the builder writes:
  *  - non-leaf entries grant everything (first stage: P|W|U, no XD; PAE
@@ -41,8 +41,9 @@
  * translate exactly as before the call (same GPA, same protection; a huge
  * page on the failing page's path may already be split into smaller pages
  * that map the same), and the call returns the error. Tables linked before
- * the failure stay linked (possibly empty); they are valid. Calling again
- * with the same arguments completes the operation.
+ * the failure stay linked (possibly empty); they are valid. After -ENOMEM,
+ * calling again with the same arguments (and pages to give) completes the
+ * operation.
  * -EFAULT also covers an allocator that returns an unusable page (unaligned,
  * past MAXPHYADDR or 4 GiB, not in writable guest memory); that page is given
  * back through the free callback. Argument errors (-EINVAL) are found before
@@ -118,6 +119,11 @@ typedef void (*vmmu_ptbuild_free_fn)(void *opaque, vmmu_gpa_t gpa);
 /* vmmu_ptbuild_config.flags */
 #define VMMU_PTBUILD_F_ROOT   (1u << 0) /**< use config.root as the root table instead of allocating one */
 #define VMMU_PTBUILD_F_EPT_AD (1u << 1) /**< EPT: set the A/D enable bit (6) in the EPTP */
+/**
+ * 4-/5-level tables used as an AMD NPT: input addresses are GPAs in
+ * [0, 2^48) or [0, 2^57), not canonical linear addresses.
+ */
+#define VMMU_PTBUILD_F_NPT    (1u << 2)
 
 /** How to create a builder. Zero-initialise, then fill in. */
 struct vmmu_ptbuild_config {
@@ -150,7 +156,8 @@ struct vmmu_ptbuild;
  * zeroed (for PAE the PDPT is the first 32 bytes of that page).
  *
  * Return: 0; -EINVAL (NULL argument, no allocator, paging off or unknown mode,
- * MAXPHYADDR outside 32..52, unknown flags, EPT_AD for a non-EPT mode,
+ * MAXPHYADDR outside 32..52, unknown flags, EPT_AD for a non-EPT mode, NPT
+ * for a mode other than 4-/5-level,
  * non-zero reserved fields, a given root that is unaligned or out of range);
  * -EFAULT (the root is not in writable guest memory, or the allocator returned
  * a page that is unaligned, out of range or not in writable guest memory);
@@ -164,7 +171,9 @@ VMMU_API int vmmu_ptbuild_create(struct vmmu_ptbuild **out, const struct vmmu_me
  * @free_tables: give every table page reachable from the root back through
  * the free callback (if there is one), the root included unless the caller
  * supplied it; otherwise the tables stay in guest memory, valid, for the
- * guest to keep using.
+ * guest to keep using. Tables the caller linked in by hand are freed too if
+ * reachable; a table reachable through two entries would be freed twice, so
+ * free only trees the builder built.
  */
 VMMU_API void vmmu_ptbuild_destroy(struct vmmu_ptbuild *b, bool free_tables);
 

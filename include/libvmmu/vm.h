@@ -101,7 +101,10 @@ struct vmmu_vm_caps {
  */
 VMMU_API int vmmu_vm_create(struct vmmu_vm **out, const char *backend, const struct vmmu_vm_options *opts);
 
-/** vmmu_vm_destroy() - destroy a VM, its vCPUs and notifiers (not the caller's memory). NULL is a no-op. */
+/**
+ * vmmu_vm_destroy() - destroy a VM, its vCPUs and notifiers (not the caller's
+ * memory). NULL is a no-op. No other call may be running on the VM or its vCPUs.
+ */
 VMMU_API void vmmu_vm_destroy(struct vmmu_vm *vm);
 
 /** vmmu_vm_backend_name() - "kvm", "hvf", ...; a static string. */

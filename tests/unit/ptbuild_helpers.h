@@ -25,6 +25,7 @@
 
 struct pool {
 	struct vmmu_memslots *mem;
+	vmmu_gpa_t base;        /* guest physical address of the pool's first page */
 	uint8_t *hva;
 	unsigned int next;      /* bump index */
 	unsigned int stack[POOL_PAGES]; /* freed pages, reused first */
@@ -55,16 +56,16 @@ static inline int pool_alloc(void *opaque, vmmu_gpa_t *gpa)
 	memset(p->hva + (size_t)i * 4096, 0xa5, 4096);
 	p->allocs++;
 	p->in_use++;
-	*gpa = POOL_GPA + (vmmu_gpa_t)i * 4096;
+	*gpa = p->base + (vmmu_gpa_t)i * 4096;
 	return 0;
 }
 
 static inline void pool_free(void *opaque, vmmu_gpa_t gpa)
 {
 	struct pool *p = opaque;
-	unsigned int i = (unsigned int)((gpa - POOL_GPA) / 4096);
+	unsigned int i = (unsigned int)((gpa - p->base) / 4096);
 
-	assert_true(gpa >= POOL_GPA && i < POOL_PAGES && !(gpa & 4095));
+	assert_true(gpa >= p->base && i < POOL_PAGES && !(gpa & 4095));
 	assert_int_equal(p->used[i], 1); /* no double free, no foreign page */
 	p->used[i] = 0;
 	p->stack[p->nstack++] = i;
@@ -72,7 +73,8 @@ static inline void pool_free(void *opaque, vmmu_gpa_t gpa)
 	p->in_use--;
 }
 
-static inline struct pool *pool_create(void)
+/* A pool of table pages at guest physical @base, in a memslot set of its own. */
+static inline struct pool *pool_create_at(vmmu_gpa_t base)
 {
 	struct pool *p = calloc(1, sizeof(*p));
 
@@ -80,9 +82,15 @@ static inline struct pool *pool_create(void)
 	p->hva = mmap(NULL, (size_t)POOL_PAGES * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	assert_true(p->hva != MAP_FAILED);
 	assert_int_equal(vmmu_memslots_create(&p->mem), 0);
-	assert_int_equal(vmmu_memslots_add(p->mem, 0, POOL_GPA, (uint64_t)POOL_PAGES * 4096, p->hva, 0), 0);
+	assert_int_equal(vmmu_memslots_add(p->mem, 0, base, (uint64_t)POOL_PAGES * 4096, p->hva, 0), 0);
+	p->base = base;
 	p->fail_after = -1;
 	return p;
+}
+
+static inline struct pool *pool_create(void)
+{
+	return pool_create_at(POOL_GPA);
 }
 
 static inline void pool_destroy(struct pool *p)
@@ -207,6 +215,37 @@ static inline struct model_state model_eval(enum vmmu_paging_mode m, const struc
 	for (size_t i = 0; i < n; i++)
 		model_apply(m, &st, &ops[i], gva);
 	return st;
+}
+
+/*
+ * A random operation in [@window, @window + @wsize) (prot left to the
+ * caller): 60% maps of a random page size mapping below @gpa_limit, 40%
+ * unmaps and protects of 4 KiB-granular ranges, short or long.
+ */
+static inline void model_random_op(enum vmmu_paging_mode m, vmmu_gva_t window, uint64_t wsize, uint64_t gpa_limit,
+				   uint64_t *rnd, struct model_op *o)
+{
+	int kind = (int)(test_rand64(rnd) % 10);
+
+	memset(o, 0, sizeof(*o));
+	if (kind < 6) {
+		int level = 1 + (int)(test_rand64(rnd) % (uint64_t)model_top_leaf(m));
+		uint64_t ps = model_size(m, level);
+		uint64_t maxn = level == 1 ? 700 : (level == 2 ? 12 : 3);
+		uint64_t npages = 1 + test_rand64(rnd) % maxn;
+
+		if (npages * ps > wsize)
+			npages = wsize / ps;
+		o->kind = M_MAP;
+		o->level = level;
+		o->size = npages * ps;
+		o->gva = window + (test_rand64(rnd) % (wsize - o->size + ps)) / ps * ps;
+		o->gpa = (test_rand64(rnd) % (gpa_limit - o->size + ps)) / ps * ps;
+	} else {
+		o->kind = kind < 8 ? M_UNMAP : M_PROTECT;
+		o->size = (1 + test_rand64(rnd) % (kind & 1 ? 600 : (wsize / 4096 / 3))) * 4096;
+		o->gva = window + (test_rand64(rnd) % ((wsize - o->size) / 4096 + 1)) * 4096;
+	}
 }
 
 /* Run op @o on @b. */

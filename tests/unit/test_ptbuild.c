@@ -414,6 +414,8 @@ static void test_rejects_create(void **state)
 	REJECT(cfg.maxphyaddr = 53, -EINVAL);
 	REJECT(cfg.flags = 0x80, -EINVAL);
 	REJECT(cfg.flags = VMMU_PTBUILD_F_EPT_AD, -EINVAL);
+	REJECT((cfg.flags = VMMU_PTBUILD_F_NPT, cfg.mode = VMMU_PAGING_EPT4), -EINVAL);
+	REJECT((cfg.flags = VMMU_PTBUILD_F_NPT, cfg.mode = VMMU_PAGING_PAE), -EINVAL);
 	REJECT(cfg.reserved[3] = 1, -EINVAL);
 	REJECT((cfg.flags = VMMU_PTBUILD_F_ROOT, cfg.root = POOL_GPA + 0x20), -EINVAL);
 	REJECT((cfg.flags = VMMU_PTBUILD_F_ROOT, cfg.root = 1ULL << 40), -EINVAL);
@@ -448,6 +450,7 @@ static void test_rejects_calls(void **state)
 	struct vmmu_ptbuild *b32 = builder_create(p, VMMU_PAGING_32BIT, 0);
 	struct vmmu_ptbuild *bpae = builder_create(p, VMMU_PAGING_PAE, 0);
 	struct vmmu_ptbuild *bept = builder_create(p, VMMU_PAGING_EPT4, 0);
+	struct vmmu_ptbuild *bnpt = builder_create(p, VMMU_PAGING_4LEVEL, VMMU_PTBUILD_F_NPT);
 	struct vmmu_ptbuild_entry e;
 	struct log_capture log;
 	uint8_t *snapshot = malloc((size_t)POOL_PAGES * 4096);
@@ -490,6 +493,8 @@ static void test_rejects_calls(void **state)
 	REJECT(vmmu_ptbuild_map(b32, 0xfffff000, 0, 2 * KiB4, KiB4, 0));
 	REJECT(vmmu_ptbuild_map(bpae, 0x100000000ULL, 0, KiB4, KiB4, 0));
 	REJECT(vmmu_ptbuild_map(bept, 1ULL << 48, 0, KiB4, KiB4, VMMU_PT_READ));
+	REJECT(vmmu_ptbuild_map(bnpt, (1ULL << 48) - KiB4, 0, 2 * KiB4, KiB4, VMMU_PT_USER)); /* NPT: GPA < 2^48 */
+	REJECT(vmmu_ptbuild_map(bnpt, 0xffffffffc0000000ULL, 0, KiB4, KiB4, VMMU_PT_USER));
 	REJECT(vmmu_ptbuild_lookup(b4, 0x0000800000000000ULL, &e));
 	/* output address range: MAXPHYADDR 46; 32-bit PTEs reach 4 GiB, 4 MiB pages 40 bits */
 	REJECT(vmmu_ptbuild_map(b4, 0, 1ULL << 46, KiB4, KiB4, 0));
@@ -508,15 +513,20 @@ static void test_rejects_calls(void **state)
 	REJECT(vmmu_ptbuild_map_raw(b32, 0, 0, KiB4, KiB4, 0, 1ULL << 32));
 	REJECT(vmmu_ptbuild_pdptes(b4, pd));
 	/* NULL arguments */
-	assert_int_equal(vmmu_ptbuild_map(NULL, 0, 0, KiB4, KiB4, 0), -EINVAL);
-	assert_int_equal(vmmu_ptbuild_unmap(NULL, 0, KiB4), -EINVAL);
-	assert_int_equal(vmmu_ptbuild_protect(NULL, 0, KiB4, 0), -EINVAL);
-	assert_int_equal(vmmu_ptbuild_lookup(NULL, 0, &e), -EINVAL);
-	assert_int_equal(vmmu_ptbuild_lookup(b4, 0, NULL), -EINVAL);
+	REJECT(vmmu_ptbuild_map(NULL, 0, 0, KiB4, KiB4, 0));
+	REJECT(vmmu_ptbuild_unmap(NULL, 0, KiB4));
+	REJECT(vmmu_ptbuild_protect(NULL, 0, KiB4, 0));
+	REJECT(vmmu_ptbuild_lookup(NULL, 0, &e));
+	REJECT(vmmu_ptbuild_lookup(b4, 0, NULL));
+	REJECT(vmmu_ptbuild_pdptes(NULL, pd));
 #undef REJECT
 	log_capture_stop();
 	assert_int_equal(p->allocs, allocs);
 	assert_memory_equal(snapshot, p->hva, (size_t)POOL_PAGES * 4096);
+	/* an NPT takes any GPA below 2^48, canonical or not */
+	assert_int_equal(vmmu_ptbuild_map(bnpt, 0x0000800000000000ULL, 0x1000, KiB4, KiB4, VMMU_PT_USER), 0);
+	assert_int_equal(vmmu_ptbuild_lookup(bnpt, 0x0000800000000123ULL, &e), 0);
+	assert_int_equal(e.gpa, 0x1123);
 	/* not mapped is not an error */
 	assert_int_equal(vmmu_ptbuild_lookup(b4, 0x400000, &e), -ENOENT);
 	assert_int_equal(e.level, 2);
@@ -524,6 +534,7 @@ static void test_rejects_calls(void **state)
 	vmmu_ptbuild_destroy(b32, true);
 	vmmu_ptbuild_destroy(bpae, true);
 	vmmu_ptbuild_destroy(bept, true);
+	vmmu_ptbuild_destroy(bnpt, true);
 	assert_int_equal(p->in_use, 0);
 	free(snapshot);
 	pool_destroy(p);
@@ -575,7 +586,8 @@ static void check_enomem_steps(enum vmmu_paging_mode m, const struct model_op *s
 	bool done = false;
 
 	assert_true(nsetup < ARRAY_SIZE(all));
-	memcpy(all, setup, nsetup * sizeof(*setup));
+	if (nsetup)
+		memcpy(all, setup, nsetup * sizeof(*setup));
 	all[nsetup] = *op;
 	for (long k = 0; !done; k++) {
 		struct pool *p = pool_create();
@@ -681,28 +693,9 @@ static void random_ops(enum vmmu_paging_mode m, vmmu_gva_t window, uint64_t seed
 	for (int i = 0; i < NOPS; i++) {
 		struct model_op *o = &ops[i];
 		uint64_t r = test_rand64(&rnd);
-		int kind = (int)(r % 10);
 
-		if (kind < 6) {
-			int level = 1 + (int)(test_rand64(&rnd) % (uint64_t)top);
-			uint64_t ps = model_size(m, level);
-			uint64_t maxn = level == 1 ? 700 : (level == 2 ? 12 : 3);
-			uint64_t npages = 1 + test_rand64(&rnd) % maxn;
-			/* 32-bit: 4 MiB pages past 4 GiB cannot be split (tested elsewhere) */
-			uint64_t gpa_limit = m == VMMU_PAGING_32BIT ? 1ULL << 32 : 1ULL << 40;
-
-			if (npages * ps > wsize)
-				npages = wsize / ps;
-			o->kind = M_MAP;
-			o->level = level;
-			o->size = npages * ps;
-			o->gva = window + (test_rand64(&rnd) % (wsize - o->size + ps)) / ps * ps;
-			o->gpa = (test_rand64(&rnd) % (gpa_limit - o->size + ps)) / ps * ps;
-		} else {
-			o->kind = kind < 8 ? M_UNMAP : M_PROTECT;
-			o->size = (1 + test_rand64(&rnd) % (kind & 1 ? 600 : (wsize / 4096 / 3))) * 4096;
-			o->gva = window + (test_rand64(&rnd) % ((wsize - o->size) / 4096 + 1)) * 4096;
-		}
+		/* 32-bit: 4 MiB pages past 4 GiB cannot be split (tested elsewhere) */
+		model_random_op(m, window, wsize, m == VMMU_PAGING_32BIT ? 1ULL << 32 : 1ULL << 40, &rnd, o);
 		if (is_ept(m))
 			o->prot = VMMU_PT_READ | (r & 0x100 ? VMMU_PT_WRITE : 0) | (r & 0x200 ? VMMU_PT_EXEC : 0) |
 				  VMMU_PT_MT((r >> 12) & 1 ? 6 : 0);
@@ -748,6 +741,56 @@ static void test_random_vs_model(void **state)
 	random_ops(VMMU_PAGING_EPT5, 0x1000000000000ULL, 7);
 }
 
+/*
+ * Tables the builder did not write: a given root whose pages hold random
+ * bytes (entries pointing anywhere, loops, PS bits where they are reserved).
+ * Every call must return a documented code and touch nothing outside guest
+ * memory (ASan and the bounds-checked memslot set would catch it).
+ */
+static void test_garbage_tables(void **state)
+{
+	(void)state;
+	for (size_t mi = 0; mi < ARRAY_SIZE(all_modes); mi++) {
+		enum vmmu_paging_mode m = all_modes[mi];
+		struct pool *p = pool_create();
+		struct vmmu_ptbuild_config cfg = { .mode = m, .maxphyaddr = 46, .flags = VMMU_PTBUILD_F_ROOT,
+						   .root = POOL_GPA, .alloc = pool_alloc, .opaque = p };
+		struct vmmu_ptbuild *b;
+		uint64_t rnd = 0x9e3779b97f4a7c15ULL + mi;
+		const uint64_t window = m == VMMU_PAGING_32BIT || m == VMMU_PAGING_PAE ? 1ULL << 32 : 1ULL << 40;
+
+		/* the first 64 pages: random entries, a fifth of them pointing back into those pages */
+		for (size_t i = 0; i < 64 * 4096 / 8; i++) {
+			uint64_t v = test_rand64(&rnd);
+
+			if (!(v % 5))
+				v = (v & 0xfff) | (POOL_GPA + (v >> 20) % 64 * 4096);
+			memcpy(p->hva + i * 8, &v, 8);
+		}
+		p->next = 64;
+		assert_int_equal(vmmu_ptbuild_create(&b, p->mem, &cfg), 0);
+		vmmu_set_log(NULL, VMMU_LOG_ERROR, NULL);
+		for (int i = 0; i < 400; i++) {
+			struct model_op o;
+			struct vmmu_ptbuild_entry e;
+			int ret;
+
+			model_random_op(m, 0, window, 1ULL << 32, &rnd, &o);
+			o.prot = is_ept(m) ? VMMU_PT_READ : VMMU_PT_WRITE;
+			ret = model_run(b, m, &o);
+			assert_true(ret == 0 || ret == -EFAULT || ret == -ENOMEM || (ret == -EINVAL &&
+				    m == VMMU_PAGING_32BIT));
+			ret = vmmu_ptbuild_lookup(b, test_rand64(&rnd) % window, &e);
+			assert_true(ret == 0 || ret == -ENOENT || ret == -EFAULT);
+			if (ret == 0)
+				assert_true(e.page_size == model_size(m, e.level));
+		}
+		log_capture_stop();
+		vmmu_ptbuild_destroy(b, false);
+		pool_destroy(p);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -763,6 +806,7 @@ int main(void)
 		cmocka_unit_test(test_table_outside_memory),
 		cmocka_unit_test(test_enomem_each_step),
 		cmocka_unit_test(test_random_vs_model),
+		cmocka_unit_test(test_garbage_tables),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
