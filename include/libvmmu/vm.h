@@ -18,6 +18,35 @@
  * The finer calls (peek/clear for manual protect, ring harvest/reset) are there
  * for callers who want to split those steps.
  *
+ * A minimal run loop (errors unchecked for brevity; tests/kvm/guest.h builds
+ * the page tables and registers of a real long-mode guest):
+ *
+ *	struct vmmu_vm_options o = { .size = sizeof(o), .dirty_mode = VMMU_DIRTY_RING };
+ *	struct vmmu_guestmem ram;
+ *	struct vmmu_vm *vm;
+ *	struct vmmu_vcpu *cpu;
+ *	struct vmmu_exit e;
+ *
+ *	vmmu_vm_create(&vm, NULL, &o);                    // $VMMU_BACKEND, else auto
+ *	vmmu_guestmem_init(&ram, 64 << 20, VMMU_GUESTMEM_DEFAULT);
+ *	vmmu_vm_memslot_add(vm, 0, 0, ram.size, ram.hva, VMMU_MEMSLOT_LOG_DIRTY);
+ *	vmmu_vcpu_create(vm, 0, &cpu);
+ *	... vmmu_vcpu_set_sregs() / vmmu_vcpu_set_regs() ...
+ *	for (;;) {
+ *		vmmu_vcpu_run(cpu, &e);
+ *		if (e.reason == VMMU_EXIT_DIRTY_RING_FULL) {
+ *			vmmu_vcpu_dirty_harvest(cpu);
+ *			vmmu_vm_dirty_reset(vm);
+ *		} else if (e.reason == VMMU_EXIT_IO) {
+ *			... e.io.port, e.io.data ...
+ *		} else if (e.reason == VMMU_EXIT_HLT) {
+ *			break;
+ *		}
+ *	}
+ *	vmmu_vm_dirty_get(vm, 0, bitmap);                 // from any thread, any time
+ *	vmmu_vm_destroy(vm);
+ *	vmmu_guestmem_finish(&ram);
+ *
  * Threading: each vCPU is used by one thread at a time (vmmu_vcpu_kick() may be
  * called from any thread). Memslot changes must not race with each other nor
  * with dirty-log calls on the slot changed. Dirty-log calls may run while
