@@ -353,7 +353,8 @@ VMMU_API int vmmu_vcpu_run(struct vmmu_vcpu *vcpu, struct vmmu_exit *exit);
  * KVM backend: sets kvm_run.immediate_exit, then sends SIGRTMIN to the thread
  * inside KVM_RUN. The library installs an empty SIGRTMIN handler (without
  * SA_RESTART) at the first vCPU creation unless the application already
- * handles SIGRTMIN, in which case its handler is kept and must not restart.
+ * handles (or ignores) SIGRTMIN, in which case its disposition is kept: it must
+ * then be a handler without SA_RESTART. vCPU threads must not block SIGRTMIN.
  * Return: 0; -EINVAL; -EBADF; -EOPNOTSUPP.
  */
 VMMU_API int vmmu_vcpu_kick(struct vmmu_vcpu *vcpu);
