@@ -22,7 +22,7 @@ static uint64_t *walk_lockless(struct vmmu_mmu_vcpu *v, vmmu_gpa_t gpa, int *lev
 	uint64_t *table, *sptep = NULL;
 	int l;
 
-	if (!v->root || v->root->role.invalid)
+	if (!v->root || atomic_load_explicit(&v->root->zapped, memory_order_relaxed))
 		return NULL;
 	table = mmu_page_spt(v->root);
 	for (l = v->mmu->root_level; l >= 1; l--) {

@@ -724,8 +724,8 @@ static void free_list_add(struct vmmu_mmu *mmu, struct mmu_page *sp)
 	mmu_flush_request(mmu);
 	sp->free_tag = atomic_load(&mmu->flush_req);
 	pthread_mutex_lock(&mmu->free_lock);
-	sp->next = mmu->free_list;
-	mmu->free_list = sp;
+	sp->next = atomic_load_explicit(&mmu->free_list, memory_order_relaxed);
+	atomic_store_explicit(&mmu->free_list, sp, memory_order_relaxed);
 	pthread_mutex_unlock(&mmu->free_lock);
 }
 
@@ -768,6 +768,7 @@ void mmu_zap_page(struct vmmu_mmu *mmu, struct mmu_page *sp)
 	sp->prev->next = sp->next;
 	sp->next->prev = sp->prev;
 	sp->role.invalid = 1;
+	atomic_store_explicit(&sp->zapped, true, memory_order_relaxed);
 	for (int i = 0; i < MMU_SPTES; i++)
 		if (spte_get(&spt[i]) & VMMU_SPTE_MMU_PRESENT)
 			mmu_zap_spte(mmu, &spt[i]);
@@ -835,7 +836,7 @@ int vmmu_mmu_vcpu_root(struct vmmu_mmu_vcpu *v, uint64_t **root)
 		log_err("mmu: vcpu_root: NULL argument");
 		return -EINVAL;
 	}
-	if (v->root && !v->root->role.invalid) {
+	if (v->root && !atomic_load_explicit(&v->root->zapped, memory_order_relaxed)) {
 		*root = mmu_page_spt(v->root);
 		return 0;
 	}
@@ -882,7 +883,7 @@ static void free_zapped(struct vmmu_mmu *mmu)
 	struct mmu_page *keep = NULL, *go = NULL, *sp, *next;
 
 	pthread_mutex_lock(&mmu->free_lock);
-	for (sp = mmu->free_list; sp; sp = next) {
+	for (sp = atomic_load_explicit(&mmu->free_list, memory_order_relaxed); sp; sp = next) {
 		next = sp->next;
 		if (sp->free_tag <= done) {
 			sp->next = go;
@@ -892,7 +893,7 @@ static void free_zapped(struct vmmu_mmu *mmu)
 			keep = sp;
 		}
 	}
-	mmu->free_list = keep;
+	atomic_store_explicit(&mmu->free_list, keep, memory_order_relaxed);
 	pthread_mutex_unlock(&mmu->free_lock);
 	for (sp = go; sp; sp = next) {
 		next = sp->next;
@@ -916,7 +917,7 @@ void mmu_flush_commit(struct vmmu_mmu *mmu)
 		}
 		pthread_mutex_unlock(&mmu->flush_lock);
 	}
-	if (mmu->free_list)
+	if (atomic_load_explicit(&mmu->free_list, memory_order_relaxed))
 		free_zapped(mmu);
 }
 

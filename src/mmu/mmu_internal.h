@@ -111,6 +111,7 @@ struct mmu_page {
 	uint8_t valid_gen;             /* mmu->valid_gen when created; differs = obsolete */
 	bool unsync;                   /* shadow mode: guest table changed without write protection */
 	bool on_list;                  /* in the active list */
+	_Atomic bool zapped;           /* role.invalid, for lockless readers (a vCPU checking its root) */
 	uint16_t unsync_children;
 	struct vmmu_rmap_head parent_ptes; /* SPTEs pointing at this table (one for direct pages) */
 	uint64_t *shadowed;            /* shadow mode: per SPTE gfn << 12 | access; NULL for direct pages */
@@ -203,7 +204,7 @@ struct vmmu_mmu {
 	_Atomic uint64_t flush_req, flush_done;
 	pthread_mutex_t flush_lock;
 	pthread_mutex_t free_lock;
-	struct mmu_page *free_list;       /* zapped pages waiting for a flush */
+	_Atomic(struct mmu_page *) free_list; /* zapped pages waiting for a flush (changed under free_lock) */
 
 	_Atomic uint64_t stat_flush_requested, stat_flush_performed;
 	_Atomic uint64_t stat_pages, stat_created, stat_freed, stat_splits;

@@ -80,13 +80,13 @@ static void harvest(struct stress *s, uint64_t *bm)
 /* Check one harvest at round @r (writers now write r + 1, none still writes <= r). */
 static void check(struct stress *s, const uint64_t *bm, uint64_t r)
 {
-	const volatile uint64_t *mem = s->e.mem.hva;
+	const uint64_t *mem = s->e.mem.hva;
 
 	for (uint64_t p = 0; p < NPAGES; p++) {
 		bool rep = bm[p / 64] & (1ULL << (p % 64));
 
 		for (unsigned int t = 0; t < WRITERS; t++) {
-			uint64_t v = mem[p * 512 + t];
+			uint64_t v = __atomic_load_n(&mem[p * 512 + t], __ATOMIC_RELAXED);
 
 			if (rep)
 				s->seen[p][t] = v;
