@@ -122,7 +122,7 @@ static enum hw_exit hw_walk_tdp(struct soft_vcpu *sc, uint64_t *root, vmmu_gpa_t
 		spte = spte_get(sptep);
 		path[level - 1] = sptep;
 		if (!(spte & fmt->hw_present)) {
-			out->ec = ec | (level < levels ? VMMU_PFERR_PRESENT : 0);
+			out->ec = ec; /* R/W/X of the path AND to 0: not present */
 			return HW_VIOLATION;
 		}
 		if (vmmu_spte_is_rsvd(fmt, spte, level)) {

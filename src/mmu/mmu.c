@@ -23,15 +23,15 @@
 static bool membarrier_ready(void)
 {
 #if defined(__linux__) && defined(SYS_membarrier)
-	static int state; /* 0 unknown, 1 yes, -1 no */
+	static _Atomic int state; /* 0 unknown, 1 yes, -1 no; registering twice is harmless */
 
-	if (!state) {
+	if (!atomic_load(&state)) {
 		long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
 
-		state = cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
-			syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 ? 1 : -1;
+		atomic_store(&state, cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
+			     syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 ? 1 : -1);
 	}
-	return state > 0;
+	return atomic_load(&state) > 0;
 #else
 	return false;
 #endif
