@@ -151,7 +151,7 @@ struct mmu_slot {
 	uint16_t *write_track;           /* per gfn: shadowed guest tables (shadow mode); NULL = none */
 };
 
-/* Statistics kept per vCPU (written by its thread only, read racily). */
+/* Statistics kept per vCPU (written by its thread only, read racily): stat_inc() needs no locked instruction. */
 struct mmu_vcpu_stats {
 	_Atomic uint64_t faults[VMMU_FAULT_NR_OUTCOMES];
 	_Atomic uint64_t fast_fixed, mmio_hits, mmio_stale;
@@ -162,6 +162,11 @@ struct mmu_page_cache {
 	unsigned int nr;
 	struct mmu_page *page[MMU_PAGE_CACHE_MIN * 2];
 };
+
+static inline void stat_inc(_Atomic uint64_t *c)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1, memory_order_relaxed);
+}
 
 struct vmmu_mmu_vcpu {
 	struct vmmu_mmu *mmu;
