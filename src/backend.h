@@ -18,7 +18,9 @@
 #define VMMU_BACKEND_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 
+#include <libvmmu/dirty.h>
 #include <libvmmu/vm.h>
 
 #include "internal.h"
@@ -26,15 +28,17 @@
 struct vm_ops;
 
 /*
- * Pages of one slot with dirty logging that were marked by the VMM or taken
- * from a dirty ring but not yet reported by vmmu_vm_dirty_get(). Under vm->lock.
+ * Pages of one slot with dirty logging that the VMM marked or that were taken
+ * from a dirty ring, not yet reported by vmmu_vm_dirty_get(). Marks are
+ * lock-free (the bitmap's atomic OR); taking them is under vm->lock.
  */
 struct dirty_slot {
-	uint32_t id;
-	bool any;       /* some bit may be set: lets bitmap modes skip the merge */
+	struct vmmu_dirty_bitmap *bm; /* the VMM's marks (lock-free) */
+	atomic_bool any;     /* set after every mark: lets harvests skip the merge */
 	uint64_t npages;
 	vmmu_gfn_t base_gfn;
-	uint64_t *bits; /* (npages + 63) / 64 words, KVM's bitmap layout */
+	uint64_t *scratch;   /* VMMU_DIRTY_WORDS(npages) words for merging marks */
+	uint64_t *ring_bits; /* RING mode: pages taken from rings, plain words under vm->lock */
 };
 
 /* The common part of every VM; first member of each backend's VM struct. */
@@ -99,7 +103,7 @@ struct vm_ops {
 	/* Optional (MANUAL): clear and re-arm the set bits of @bitmap; the range obeys the 64-page rule. */
 	int (*dirty_log_clear)(struct vmmu_vm *vm, uint32_t id, uint64_t first_page, uint64_t npages,
 			       const uint64_t *bitmap);
-	/* Optional (RING): harvest @vcpu's ring through dirty_slot_set(); return entries taken. */
+	/* Optional (RING): harvest @vcpu's ring through dirty_slot_set_ring(); return entries taken. */
 	int (*dirty_ring_harvest)(struct vmmu_vcpu *vcpu);
 	/* Optional (RING): re-arm every harvested entry; return entries reset. */
 	int (*dirty_ring_reset)(struct vmmu_vm *vm);
@@ -113,8 +117,18 @@ struct vm_ops {
 int vm_init(struct vmmu_vm *vm, const struct vm_ops *ops, const struct vmmu_vm_options *opts);
 void vm_finish(struct vmmu_vm *vm);
 
-/* Record page @offset of slot @id as dirty (ring harvests); ignores unknown slots and offsets. */
-void dirty_slot_set(struct vmmu_vm *vm, uint32_t id, uint64_t offset);
+/*
+ * A ring harvest took page @offset of slot @id: record it for the next
+ * vmmu_vm_dirty_get(). Caller holds vm->lock (ring harvests run under it), so
+ * this is a plain OR. Unknown slots (logging turned off since) and offsets are ignored.
+ */
+static inline void dirty_slot_set_ring(struct vmmu_vm *vm, uint32_t id, uint64_t offset)
+{
+	struct dirty_slot *d = id < vm->nr_dirty ? vm->dirty[id] : NULL;
+
+	if (d && d->ring_bits && offset < d->npages)
+		d->ring_bits[offset / 64] |= 1ULL << (offset % 64);
+}
 
 /* Backend tables and their availability; a backend not built has no table. */
 extern const struct vm_ops kvm_vm_ops;

@@ -25,6 +25,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include <libvmmu/dirty.h>
 
 #include "internal.h"
@@ -34,7 +38,7 @@
 
 static inline unsigned int popcount64(uint64_t w)
 {
-	/* Baseline x86-64 has no POPCNT; this is what the builtin would expand to anyway. */
+	/* Baseline x86-64 has no POPCNT instruction; without it the builtin is a libgcc call. */
 	w = w - ((w >> 1) & 0x5555555555555555ULL);
 	w = (w & 0x3333333333333333ULL) + ((w >> 2) & 0x3333333333333333ULL);
 	w = (w + (w >> 4)) & 0x0f0f0f0f0f0f0f0fULL;
@@ -160,8 +164,57 @@ int vmmu_dirty_bitmap_test(const struct vmmu_dirty_bitmap *bm, uint64_t page)
 	return !!(atomic_load_explicit(&bm->words[page / 64], memory_order_acquire) & BIT_ULL(page % 64));
 }
 
-/* Take word @i: return its bits and leave it 0 (see the note at the top). */
-static inline uint64_t take_word(_Atomic uint64_t *word)
+static inline unsigned int count_bits(uint64_t w)
+{
+	return w == ~0ULL ? 64 : popcount64(w);
+}
+
+/*
+ * Copying out a large bitmap: past this size the buffer cannot stay in the
+ * caches anyway, so stores that bypass them (as memcpy uses at such sizes)
+ * save reading every destination line first. get_and_clear streams only until
+ * its first locked exchange (see out_end()): all-clean and all-dirty bitmaps
+ * are copied at memcpy speed, mixed ones with ordinary stores.
+ */
+#define STREAM_MIN_WORDS (1u << 19) /* 4 MiB */
+
+struct out_buf {
+	uint64_t *w;
+	bool stream;
+};
+
+static inline struct out_buf out_begin(uint64_t *buf, uint64_t nwords)
+{
+	return (struct out_buf){ buf, nwords >= STREAM_MIN_WORDS && (uintptr_t)buf % 8 == 0 };
+}
+
+static inline void out_put(struct out_buf *o, uint64_t i, uint64_t w)
+{
+#if defined(__x86_64__)
+	if (o->stream) {
+		_mm_stream_si64((long long *)&o->w[i], (long long)w);
+		return;
+	}
+#endif
+	o->w[i] = w;
+}
+
+/*
+ * Order the streamed stores before anything the caller does next. Also called
+ * before the first locked operation of a harvest: a locked operation waits for
+ * every streamed store in flight, so the two must not alternate.
+ */
+static inline void out_end(struct out_buf *o)
+{
+#if defined(__x86_64__)
+	if (o->stream)
+		_mm_sfence();
+#endif
+	o->stream = false;
+}
+
+/* Take a bitmap word: return its bits and leave it 0 (see the note at the top). */
+static inline uint64_t take_word(_Atomic uint64_t *word, struct out_buf *out)
 {
 	uint64_t w = atomic_load_explicit(word, memory_order_acquire);
 
@@ -171,12 +224,9 @@ static inline uint64_t take_word(_Atomic uint64_t *word)
 		atomic_store_explicit(word, 0, memory_order_relaxed);
 		return w;
 	}
+	if (unlikely(out->stream))
+		out_end(out);
 	return atomic_exchange_explicit(word, 0, memory_order_acquire);
-}
-
-static inline unsigned int count_bits(uint64_t w)
-{
-	return w == ~0ULL ? 64 : popcount64(w);
 }
 
 int64_t vmmu_dirty_bitmap_get_and_clear(struct vmmu_dirty_bitmap *bm, uint64_t *buf, vmmu_dirty_rearm_fn rearm,
@@ -188,16 +238,19 @@ int64_t vmmu_dirty_bitmap_get_and_clear(struct vmmu_dirty_bitmap *bm, uint64_t *
 		log_err("dirty: get_and_clear with a NULL %s", bm ? "buffer" : "bitmap");
 		return -EINVAL;
 	}
-	for (uint64_t i = 0; i < bm->nwords; i++) {
-		uint64_t w = take_word(&bm->words[i]);
+	struct out_buf out = out_begin(buf, bm->nwords);
 
-		buf[i] = w;
+	for (uint64_t i = 0; i < bm->nwords; i++) {
+		uint64_t w = take_word(&bm->words[i], &out);
+
+		out_put(&out, i, w);
 		if (!w)
 			continue;
 		count += count_bits(w);
 		if (rearm)
 			rearm(bm->slot, i * 64, w, opaque);
 	}
+	out_end(&out);
 	return count;
 }
 
@@ -209,13 +262,16 @@ int64_t vmmu_dirty_bitmap_get(const struct vmmu_dirty_bitmap *bm, uint64_t *buf)
 		log_err("dirty: get with a NULL %s", bm ? "buffer" : "bitmap");
 		return -EINVAL;
 	}
+	struct out_buf out = out_begin(buf, bm->nwords);
+
 	for (uint64_t i = 0; i < bm->nwords; i++) {
 		uint64_t w = atomic_load_explicit(&bm->words[i], memory_order_acquire);
 
-		buf[i] = w;
+		out_put(&out, i, w);
 		if (w)
 			count += count_bits(w);
 	}
+	out_end(&out);
 	return count;
 }
 
@@ -313,6 +369,13 @@ int vmmu_dirty_bitmap_merge_buf(struct vmmu_dirty_bitmap *dst, const uint64_t *b
 
 static_assert(sizeof(struct vmmu_dirty_iter) == 8 * 8, "iterator layout is ABI");
 
+/*
+ * The iterator finds non-zero words through a summary: bit k of it->ahead says
+ * word it->ahead_base + k is non-zero and not visited yet. A summary of 64
+ * words is built without branches, so at low density the scan costs about
+ * what reading the words costs, and each non-zero word is then found with one
+ * ctz instead of a mispredicted loop exit.
+ */
 void vmmu_dirty_iter_init(struct vmmu_dirty_iter *it, const uint64_t *words, uint64_t npages, vmmu_gfn_t base)
 {
 	memset(it, 0, sizeof(*it));
@@ -320,71 +383,72 @@ void vmmu_dirty_iter_init(struct vmmu_dirty_iter *it, const uint64_t *words, uin
 	it->nwords = VMMU_DIRTY_WORDS(npages);
 	it->npages = npages;
 	it->base = base;
-	if (it->nwords)
-		it->pending = words[0] & (it->nwords == 1 ? last_word_mask(npages) : ~0ULL);
+	it->ahead_base = 0 - 64ULL; /* so that the first summary starts at word 0 */
 }
 
-/*
- * Make it->pending non-zero, moving to the next non-zero word; false at the
- * end. The scan over zero words is the whole cost at low density, so it is a
- * bare loop over the array.
- */
-static inline bool iter_fill(struct vmmu_dirty_iter *it)
+/* Put the iterator at its end: every later call returns false. */
+static bool iter_end(struct vmmu_dirty_iter *it)
 {
-	const uint64_t *words = it->words;
-	uint64_t i = it->index, n = it->nwords;
-	uint64_t w;
-
-	if (likely(it->pending))
-		return true;
-	if (i >= n)
-		return false;
-	do {
-		if (++i >= n) {
-			it->index = n;
-			return false;
-		}
-		w = words[i];
-	} while (!w);
-	if (i == n - 1)
-		w &= last_word_mask(it->npages);
-	it->index = i;
-	it->pending = w;
-	return w != 0;
+	it->index = it->nwords;
+	it->pending = 0;
+	it->ahead = 0;
+	it->ahead_base = it->nwords;
+	return false;
 }
 
-bool vmmu_dirty_iter_next(struct vmmu_dirty_iter *it, vmmu_gfn_t *gfn)
+/* Summarize the next 64 words (fewer at the end); false if none are left. */
+static inline bool iter_summarize(struct vmmu_dirty_iter *it)
 {
-	unsigned int bit;
+	const uint64_t *w = it->words;
+	uint64_t start = it->ahead_base + 64, n = it->nwords, m = 0;
 
-	if (!iter_fill(it))
+	if (start >= n)
 		return false;
-	bit = ctz64(it->pending);
-	it->pending &= it->pending - 1;
-	*gfn = it->base + it->index * 64 + bit;
+	if (likely(n - start >= 64)) {
+		for (unsigned int k = 0; k < 64; k++)
+			m |= (uint64_t)(w[start + k] != 0) << k;
+	} else {
+		for (unsigned int k = 0; k < n - start; k++)
+			m |= (uint64_t)(w[start + k] != 0) << k;
+	}
+	it->ahead = m;
+	it->ahead_base = start;
 	return true;
 }
 
-bool vmmu_dirty_iter_next_range(struct vmmu_dirty_iter *it, struct vmmu_dirty_range *range)
+bool vmmu_dirty_iter_advance(struct vmmu_dirty_iter *it)
 {
-	unsigned int bit, len;
-	uint64_t inv, total;
+	uint64_t i, x;
 
-	if (!iter_fill(it))
+	if (it->index >= it->nwords)
 		return false;
-	bit = ctz64(it->pending);
-	inv = ~(it->pending >> bit);
-	len = inv ? ctz64(inv) : 64;
-	range->first = it->base + it->index * 64 + bit;
-	if (bit + len < 64) {
-		/* The run ends inside this word. */
-		it->pending &= ~GENMASK_ULL(bit + len - 1, bit);
-		range->npages = len;
-		return true;
+	while (!it->ahead)
+		if (!iter_summarize(it))
+			return iter_end(it);
+	i = it->ahead_base + ctz64(it->ahead);
+	it->ahead &= it->ahead - 1;
+	x = it->words[i];
+	if (i == it->nwords - 1) {
+		x &= last_word_mask(it->npages);
+		if (!x)
+			return iter_end(it);
 	}
-	/* The run reaches bit 63: follow it into the next words. */
-	total = len;
-	it->pending = 0;
+	it->index = i;
+	it->pending = x;
+	return true;
+}
+
+void vmmu_dirty_iter_extend(struct vmmu_dirty_iter *it, struct vmmu_dirty_range *range)
+{
+	/* Long runs: eight full words per test, short of the (masked) last word. */
+	while (it->index + 9 < it->nwords) {
+		const uint64_t *w = &it->words[it->index + 1];
+
+		if ((w[0] & w[1] & w[2] & w[3] & w[4] & w[5] & w[6] & w[7]) != ~0ULL)
+			break;
+		range->npages += 512;
+		it->index += 8;
+	}
 	while (++it->index < it->nwords) {
 		uint64_t w = it->words[it->index];
 		unsigned int ones;
@@ -392,16 +456,18 @@ bool vmmu_dirty_iter_next_range(struct vmmu_dirty_iter *it, struct vmmu_dirty_ra
 		if (it->index == it->nwords - 1)
 			w &= last_word_mask(it->npages);
 		if (w == ~0ULL) {
-			total += 64;
+			range->npages += 64;
 			continue;
 		}
 		ones = ctz64(~w);
-		total += ones;
-		it->pending = ones ? w & ~GENMASK_ULL(ones - 1, 0) : w;
-		break;
+		range->npages += ones;
+		it->pending = w & (~0ULL << ones);
+		/* The summary may name words the run went through: restart it after this word. */
+		it->ahead = 0;
+		it->ahead_base = it->index + 1 - 64;
+		return;
 	}
-	range->npages = total;
-	return true;
+	iter_end(it);
 }
 
 /* ------------------------------------------------------------------------- */

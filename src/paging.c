@@ -9,16 +9,21 @@
  * VMMU_ACC_* value is N faults" (the RSVD slot of the index is reused for
  * "SMAP overridden by EFLAGS.AC"), and a 32-bit protection-key mask.
  *
- * One walker, walk_stage(), serves every format: it is inlined into thin
- * wrappers with constant arguments (4-byte entries or not, EPT or not, nested
- * or not), so each wrapper compiles to a loop without format tests.
+ * One walker, walk_stage() over walk_level(), serves every format: it is
+ * inlined with constant arguments (number of levels, 4-byte entries or not,
+ * EPT or not, nested or not), so each use compiles to straight-line code
+ * without format tests; walk_one() picks the variant for a context.
+ *
+ * Guest memory: every entry address goes through the memslots (the slot of
+ * the previous table is checked first, then memslot_lookup()); an entry
+ * outside guest memory reads as not present. Entries are read with relaxed
+ * atomic loads, since the guest (or another thread) may change them.
  *
  * A/D bits: a walk records the entries that need A (every level) or D (the
  * leaf, for a write), of both stages, and writes them with compare-and-swap
  * only once the whole walk has succeeded. A lost race restarts the walk.
  */
 #include <errno.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,6 +57,10 @@
 #define PFEC_INDEX_BITS (VMMU_PFERR_WRITE | VMMU_PFERR_USER | VMMU_PFERR_RSVD | VMMU_PFERR_FETCH)
 #define PFEC_SMAP_OVERRIDE VMMU_PFERR_RSVD
 
+/* Register bits whose change reloads the PAE PDPTE registers: CR0.PG/CD/NW, CR4.PSE/PAE/PGE/SMEP. */
+#define PDPTE_RELOAD_CR0 (VMMU_CR0_PG | BIT_ULL(30) | BIT_ULL(29))
+#define PDPTE_RELOAD_CR4 (VMMU_CR4_PSE | VMMU_CR4_PAE | BIT_ULL(7) | VMMU_CR4_SMEP)
+
 /* Lost A/D races before a walk gives up with -ELOOP. */
 #define AD_RETRIES 64
 
@@ -73,18 +82,21 @@ struct vmmu_paging {
 	uint64_t ps_mask;             /* PT_PS where bit 7 can mean "page size"; 0 for 32-bit without PSE */
 	uint64_t root;                /* GPA of the root table (PAE: of the PDPT) */
 	uint64_t addr_mask;           /* address bits of a table entry */
-	uint64_t nx_flip;             /* PT_NX when NX is in use: AND of (pte ^ flip) gives "executable" */
-	uint64_t rsvd[2][VMMU_WALK_MAX_LEVELS]; /* [bit 7 set][level - 1] */
+	uint64_t rsvd[VMMU_WALK_MAX_LEVELS][2]; /* [level - 1][bit 7 set] */
 	uint64_t bad_mt_xwr;          /* EPT: bit (pte & 63) set = misconfigured combination */
 	uint64_t pdptrs[4];
 	uint8_t permissions[16];
 	uint32_t pkru_mask;
 	uint32_t pkru;
 	enum vmmu_paging_mode mode;
+	/* the slot holding the root table, valid while the memslots' generation is root_gen */
+	uint64_t root_gen;
+	vmmu_gpa_t root_start;
+	uint64_t root_size;
+	uintptr_t root_bias;
 
 	/* what the context was built from */
 	struct vmmu_paging_regs regs;
-	uint32_t ept_flags;
 	uint8_t maxphyaddr;
 };
 
@@ -93,6 +105,17 @@ struct vmmu_paging {
 static uint64_t high_bits(unsigned int from, unsigned int to)
 {
 	return from > to ? 0 : GENMASK_ULL(to, from);
+}
+
+/* Remember the slot of the root table, so that walks start without a lookup. */
+static void cache_root_slot(struct vmmu_paging *c)
+{
+	const struct memslot *m = memslot_lookup(c->mem, c->root >> VMMU_PAGE_SHIFT);
+
+	c->root_gen = c->mem->generation;
+	c->root_start = m ? m->base_gfn << VMMU_PAGE_SHIFT : 0;
+	c->root_size = m ? m->npages << VMMU_PAGE_SHIFT : 0;
+	c->root_bias = m ? (uintptr_t)m->hva - (uintptr_t)(m->base_gfn << VMMU_PAGE_SHIFT) : 0;
 }
 
 /*
@@ -149,29 +172,40 @@ static uint32_t build_pkru_mask(bool wp)
 	return mask;
 }
 
-/* Reserved bits of 4-/5-level entries (also NPT). */
-static void rsvd_64(uint64_t rsvd[2][5], unsigned int maxphy, bool nxe, bool gbpages, bool amd)
+/*
+ * Reserved-bit masks, [level - 1][bit 7 of the entry]: bit 7 is PS above
+ * level 1 (a leaf when set, or reserved where no such page size exists) and
+ * PAT or ignored in a PTE, which therefore has the same mask either way.
+ */
+typedef uint64_t rsvd_masks[VMMU_WALK_MAX_LEVELS][2];
+
+static void set_rsvd(rsvd_masks r, unsigned int level, uint64_t table, uint64_t leaf)
+{
+	r[level - 1][0] = table;
+	r[level - 1][1] = leaf;
+}
+
+/* 4-/5-level entries (also NPT). */
+static void rsvd_64(rsvd_masks r, unsigned int maxphy, bool nxe, bool gbpages, bool amd)
 {
 	uint64_t high = high_bits(maxphy, 51) | (nxe ? 0 : PT_NX);
 	uint64_t top = high | PT_PS | (amd ? BIT_ULL(8) : 0);
 
-	rsvd[0][4] = rsvd[1][4] = top;
-	rsvd[0][3] = rsvd[1][3] = top;
-	rsvd[0][2] = high;
-	rsvd[1][2] = gbpages ? high | GENMASK_ULL(29, 13) : high | PT_PS;
-	rsvd[0][1] = high;
-	rsvd[1][1] = high | GENMASK_ULL(20, 13);
-	rsvd[0][0] = rsvd[1][0] = high; /* bit 7 of a PTE is PAT */
+	set_rsvd(r, 5, top, top);
+	set_rsvd(r, 4, top, top);
+	set_rsvd(r, 3, high, gbpages ? high | GENMASK_ULL(29, 13) : high | PT_PS);
+	set_rsvd(r, 2, high, high | GENMASK_ULL(20, 13));
+	set_rsvd(r, 1, high, high);
 }
 
-static void rsvd_pae(uint64_t rsvd[2][5], unsigned int maxphy, bool nxe)
+/* PAE PDEs and PTEs (the PDPTEs are registers, checked when loaded). */
+static void rsvd_pae(rsvd_masks r, unsigned int maxphy, bool nxe)
 {
 	uint64_t high = high_bits(maxphy, 62) | (nxe ? 0 : PT_NX);
 
-	memset(rsvd, 0, sizeof(uint64_t) * 2 * 5);
-	rsvd[0][1] = high;
-	rsvd[1][1] = high | GENMASK_ULL(20, 13);
-	rsvd[0][0] = rsvd[1][0] = high;
+	memset(r, 0, sizeof(rsvd_masks));
+	set_rsvd(r, 2, high, high | GENMASK_ULL(20, 13));
+	set_rsvd(r, 1, high, high);
 }
 
 /* PDPTE registers (PAE): bits 2:1, 8:5, 63 and 62:M are reserved. */
@@ -180,24 +214,25 @@ static uint64_t rsvd_pdpte(unsigned int maxphy)
 	return GENMASK_ULL(2, 1) | GENMASK_ULL(8, 5) | PT_NX | high_bits(maxphy, 62);
 }
 
-static void rsvd_32(uint64_t rsvd[2][5], unsigned int maxphy)
+/* 32-bit paging: only a 4 MiB PDE has reserved bits. */
+static void rsvd_32(rsvd_masks r, unsigned int maxphy)
 {
-	memset(rsvd, 0, sizeof(uint64_t) * 2 * 5);
-	/* 4 MiB PDE: PA bits 39:32 sit in bits 20:13; bit 21 is reserved. */
-	rsvd[1][1] = BIT_ULL(21) | (maxphy < 40 ? GENMASK_ULL(20, maxphy - 19) : 0);
+	memset(r, 0, sizeof(rsvd_masks));
+	/* PA bits 39:32 sit in bits 20:13 (PSE-36); bit 21 is reserved */
+	set_rsvd(r, 2, 0, BIT_ULL(21) | (maxphy < 40 ? GENMASK_ULL(20, maxphy - 19) : 0));
 }
 
-static void rsvd_ept(uint64_t rsvd[2][5], unsigned int maxphy, uint32_t flags)
+static void rsvd_ept(rsvd_masks r, unsigned int maxphy, uint32_t flags)
 {
 	uint64_t high = high_bits(maxphy, 51);
 
-	rsvd[0][4] = rsvd[1][4] = high | GENMASK_ULL(7, 3);
-	rsvd[0][3] = rsvd[1][3] = high | GENMASK_ULL(7, 3);
-	rsvd[0][2] = high | GENMASK_ULL(6, 3);
-	rsvd[1][2] = (flags & VMMU_EPT_F_1G) ? high | GENMASK_ULL(29, 12) : high | GENMASK_ULL(7, 3);
-	rsvd[0][1] = high | GENMASK_ULL(6, 3);
-	rsvd[1][1] = (flags & VMMU_EPT_F_NO_2M) ? high | GENMASK_ULL(7, 3) : high | GENMASK_ULL(20, 12);
-	rsvd[0][0] = rsvd[1][0] = high; /* bit 7 of an EPT PTE is ignored */
+	set_rsvd(r, 5, high | GENMASK_ULL(7, 3), high | GENMASK_ULL(7, 3));
+	set_rsvd(r, 4, high | GENMASK_ULL(7, 3), high | GENMASK_ULL(7, 3));
+	set_rsvd(r, 3, high | GENMASK_ULL(6, 3),
+		 (flags & VMMU_EPT_F_1G) ? high | GENMASK_ULL(29, 12) : high | GENMASK_ULL(7, 3));
+	set_rsvd(r, 2, high | GENMASK_ULL(6, 3),
+		 (flags & VMMU_EPT_F_NO_2M) ? high | GENMASK_ULL(7, 3) : high | GENMASK_ULL(20, 12));
+	set_rsvd(r, 1, high, high); /* bit 7 of an EPT PTE is ignored */
 }
 
 /* EPT combinations of memory type (5:3) and XWR (2:0) that are misconfigurations. */
@@ -295,8 +330,11 @@ static int build_guest(struct vmmu_paging *c, const struct vmmu_paging_regs *r)
 	unsigned int m = r->maxphyaddr;
 	bool lma = mode == VMMU_PAGING_4LEVEL || mode == VMMU_PAGING_5LEVEL;
 	bool wp = r->cr0 & VMMU_CR0_WP, smep = r->cr4 & VMMU_CR4_SMEP, smap = r->cr4 & VMMU_CR4_SMAP;
-	bool old_pdptrs = c->pae && c->regs.cr3 == r->cr3 && !((c->regs.flags ^ r->flags) & VMMU_PAGING_F_PDPTRS) &&
-			  c->maxphyaddr == m && !memcmp(c->regs.pdptrs, r->pdptrs, sizeof(r->pdptrs));
+	/* PAE: keep the PDPTE registers unless the write is one that reloads them on a CPU (SDM 4.4.1) */
+	bool old_pdptrs = c->pae && c->regs.cr3 == r->cr3 && !((c->regs.cr0 ^ r->cr0) & PDPTE_RELOAD_CR0) &&
+			  !((c->regs.cr4 ^ r->cr4) & PDPTE_RELOAD_CR4) && c->maxphyaddr == m &&
+			  !((c->regs.flags ^ r->flags) & VMMU_PAGING_F_PDPTRS) &&
+			  !memcmp(c->regs.pdptrs, r->pdptrs, sizeof(r->pdptrs));
 
 	c->kind = KIND_GUEST;
 	c->mode = mode;
@@ -304,7 +342,6 @@ static int build_guest(struct vmmu_paging *c, const struct vmmu_paging_regs *r)
 	c->maxphyaddr = (uint8_t)m;
 	c->ad = true;
 	c->nxe = (r->efer & VMMU_EFER_NXE) && mode >= VMMU_PAGING_PAE;
-	c->nx_flip = c->nxe ? PT_NX : 0;
 	c->fetch_ec = c->nxe || smep;
 	c->smap_ac = r->rflags & VMMU_RFLAGS_AC;
 	c->pte32 = mode == VMMU_PAGING_32BIT;
@@ -333,8 +370,12 @@ static int build_guest(struct vmmu_paging *c, const struct vmmu_paging_regs *r)
 		c->root_level = 3;
 		c->root = r->cr3 & GENMASK_ULL(31, 5);
 		rsvd_pae(c->rsvd, m, c->nxe);
-		if (!old_pdptrs)
-			return load_pdptrs(c);
+		if (!old_pdptrs) {
+			int ret = load_pdptrs(c);
+
+			if (ret)
+				return ret;
+		}
 		break;
 	default:
 		c->root_level = mode == VMMU_PAGING_5LEVEL ? 5 : 4;
@@ -342,6 +383,7 @@ static int build_guest(struct vmmu_paging *c, const struct vmmu_paging_regs *r)
 		rsvd_64(c->rsvd, m, c->nxe, r->flags & VMMU_PAGING_F_GBPAGES, r->flags & VMMU_PAGING_F_AMD);
 		break;
 	}
+	cache_root_slot(c);
 	return 0;
 }
 
@@ -383,7 +425,7 @@ int vmmu_paging_update(struct vmmu_paging *ctx, const struct vmmu_paging_regs *r
 	ret = check_regs(regs);
 	if (ret)
 		return ret;
-	/* Only a register write that changes nothing is free: the rebuild is ~150 ns. */
+	/* A write that changes nothing is free; otherwise the tables are rebuilt (well under a microsecond). */
 	if (!memcmp(&ctx->regs, regs, sizeof(*regs)))
 		return 0;
 	tmp = *ctx;
@@ -437,9 +479,9 @@ int vmmu_paging_create_ept(struct vmmu_paging **out, const struct vmmu_memslots 
 	c->ps_mask = PT_PS;
 	c->addr_mask = ADDR64_MASK;
 	c->maxphyaddr = cfg->maxphyaddr;
-	c->ept_flags = cfg->flags;
 	rsvd_ept(c->rsvd, cfg->maxphyaddr, cfg->flags);
 	c->bad_mt_xwr = build_bad_mt_xwr(cfg->flags & VMMU_EPT_F_EXECONLY);
+	cache_root_slot(c);
 	*out = c;
 	return 0;
 }
@@ -471,7 +513,6 @@ int vmmu_paging_create_npt(struct vmmu_paging **out, const struct vmmu_memslots 
 	c->root = cfg->ncr3 & high_bits(12, cfg->maxphyaddr - 1);
 	c->ad = true;
 	c->nxe = cfg->nxe;
-	c->nx_flip = c->nxe ? PT_NX : 0;
 	c->fetch_ec = c->nxe;
 	c->ps_mask = PT_PS;
 	c->addr_mask = ADDR64_MASK;
@@ -479,6 +520,7 @@ int vmmu_paging_create_npt(struct vmmu_paging **out, const struct vmmu_memslots 
 	rsvd_64(c->rsvd, cfg->maxphyaddr, c->nxe, cfg->gbpages, true);
 	/* every NPT access is a user access: CR0.WP, SMEP and SMAP do not matter */
 	build_permissions(c->permissions, true, c->nxe, false, false);
+	cache_root_slot(c);
 	*out = c;
 	return 0;
 }
@@ -531,20 +573,32 @@ struct ad_rec {
 #define AD_MAX (VMMU_WALK_MAX_LEVELS * (VMMU_WALK_MAX_LEVELS + 2))
 
 struct ad_list {
+	const struct vmmu_memslots *mem;
 	unsigned int n;
 	struct ad_rec r[AD_MAX];
 };
 
-/* One stage's walk over its tables. */
+/*
+ * One stage's walk over its tables. The entries go straight into the
+ * caller's arrays (the result's, for the stage that is reported).
+ */
 struct stage {
-	uint64_t gpte[VMMU_WALK_MAX_LEVELS];
-	vmmu_gpa_t gpte_gpa[VMMU_WALK_MAX_LEVELS];
-	void *hva[VMMU_WALK_MAX_LEVELS]; /* where each entry lives; NULL: not writable */
-	uint64_t acc;                    /* AND of the entries (NX flipped to "executable") */
+	uint64_t *gpte;                  /* [level - 1]: entry as read */
+	vmmu_gpa_t *gpte_gpa;            /* [level - 1]: its address, in the stage's input space */
+	vmmu_gpa_t mem_gpa[VMMU_WALK_MAX_LEVELS]; /* nested first stage: the entry's address in memory */
+	uint64_t acc;                    /* AND of the entries; x86: of (entry ^ XD), bit 63 = executable */
 	vmmu_gpa_t out;                  /* translation */
 	uint64_t page_size;
 	unsigned int level;              /* leaf level, or where the walk stopped */
 	unsigned int top;                /* first level read */
+	unsigned int first_mem;          /* first level read from memory (PAE: 2) */
+};
+
+/* A stage with its own entry arrays (second-stage walks inside a 2-D walk). */
+struct stage_buf {
+	struct stage s;
+	uint64_t gpte[VMMU_WALK_MAX_LEVELS];
+	vmmu_gpa_t gpte_gpa[VMMU_WALK_MAX_LEVELS];
 };
 
 /* Why a stage stopped. */
@@ -566,7 +620,7 @@ struct tdp_fault {
 static int tdp_translate(struct vmmu_paging *tdp, vmmu_gpa_t gpa, uint64_t pfec, struct ad_list *ad,
 			 struct stage *s, struct tdp_fault *f, uint64_t *report);
 
-static inline uint64_t load_entry(const void *p, bool pte32)
+static inline uint64_t load_entry(uintptr_t p, bool pte32)
 {
 	if (pte32)
 		return __atomic_load_n((const uint32_t *)p, __ATOMIC_RELAXED);
@@ -578,95 +632,162 @@ static inline bool gpte_is_present(uint64_t pte, bool ept)
 	return ept ? (pte & EPT_RWX) != 0 : (pte & PT_P) != 0;
 }
 
+/* Where a walk is: the next table, the AND of the entries so far, the slot of the last table. */
+struct cursor {
+	vmmu_gpa_t table;
+	uint64_t acc, pte;       /* AND of the entries so far (bit 63 flipped: "executable"), the last entry */
+	vmmu_gpa_t start;        /* the slot that held the previous table: [start, start + size) */
+	uint64_t size;
+	uintptr_t bias;          /* its host address minus its GPA */
+	/* copies of the context's fields: stores into the result cannot alias them */
+	uint64_t ps_mask, addr_mask;
+};
+
+/* Not a stop: go down one level. */
+#define STEP_NEXT (-1)
+
 /*
- * Walk @ctx's tables for @addr. The arguments after @ad are constants in each
- * caller, so every use compiles to a loop for one format. @table_pfec is the
- * access each table read makes in the second stage (nested only).
+ * One level of a walk: read the entry for @addr at @level of c->table, check
+ * it, accumulate it. Returns STEP_NEXT, or why the walk stops (the leaf
+ * included). The arguments from @level on are constants at most call sites.
+ */
+static inline __attribute__((always_inline)) int
+walk_level(const struct vmmu_paging *ctx, uint64_t addr, struct stage *s, struct cursor *c, struct ad_list *ad,
+	   uint64_t table_pfec, struct tdp_fault *nf, const unsigned int level, const bool pte32, const bool ept,
+	   const bool nested)
+{
+	const unsigned int bits = pte32 ? 10 : 9;
+	const unsigned int shift = VMMU_PAGE_SHIFT + (level - 1) * bits;
+	vmmu_gpa_t gpa = c->table + ((addr >> shift) & ((1u << bits) - 1)) * (pte32 ? 4 : 8);
+	vmmu_gpa_t mem_gpa = gpa;
+	uint64_t pte, ps;
+
+	s->gpte_gpa[level - 1] = gpa;
+	if (nested && ctx->nested) {
+		struct stage_buf nb;
+
+		nb.s.gpte = nb.gpte;
+		nb.s.gpte_gpa = nb.gpte_gpa;
+		if (tdp_translate(ctx->nested, gpa, table_pfec, ad, &nb.s, nf, NULL))
+			return STOP_NESTED;
+		mem_gpa = nb.s.out;
+		s->mem_gpa[level - 1] = mem_gpa;
+	}
+	if (unlikely(mem_gpa - c->start >= c->size)) {
+		const struct memslot *slot = memslot_lookup(ctx->mem, mem_gpa >> VMMU_PAGE_SHIFT);
+
+		if (unlikely(!slot))
+			return STOP_NOT_PRESENT; /* gpte[] stays 0: the result was cleared */
+		c->start = slot->base_gfn << VMMU_PAGE_SHIFT;
+		c->size = slot->npages << VMMU_PAGE_SHIFT;
+		c->bias = (uintptr_t)slot->hva - (uintptr_t)c->start;
+	}
+	pte = load_entry(c->bias + (uintptr_t)mem_gpa, pte32);
+	s->gpte[level - 1] = pte;
+	c->pte = pte;
+	if (unlikely(!gpte_is_present(pte, ept))) {
+		c->acc = 0;
+		return STOP_NOT_PRESENT;
+	}
+	ps = pte32 ? (pte & c->ps_mask) >> 7 : (pte >> 7) & 1;
+	if (unlikely(pte & ctx->rsvd[level - 1][ps]))
+		return STOP_RSVD;
+	if (ept && unlikely((ctx->bad_mt_xwr >> (pte & 63)) & 1))
+		return STOP_RSVD;
+	c->acc &= pte ^ (ept ? 0 : PT_NX);
+	if (ps || level == 1)
+		return STOP_LEAF;
+	c->table = pte & c->addr_mask;
+	return STEP_NEXT;
+}
+
+/*
+ * Walk @ctx's tables for @addr. The arguments from @levels on are constants
+ * in each caller, so every use compiles to straight-line code for one format
+ * (@levels: how many levels are read from memory, 0 = ctx->root_level).
+ * @table_pfec is the access each table read makes in the second stage.
  */
 static inline __attribute__((always_inline)) enum stop
 walk_stage(const struct vmmu_paging *ctx, uint64_t addr, struct stage *s, struct ad_list *ad, uint64_t table_pfec,
-	   struct tdp_fault *nf, const bool pte32, const bool ept, const bool nested)
+	   struct tdp_fault *nf, const unsigned int levels, const bool pte32, const bool ept, const bool nested)
 {
-	const unsigned int bits = pte32 ? 10 : 9;
-	const struct memslot *slot = NULL;
-	unsigned int level = ctx->root_level;
-	vmmu_gpa_t table = ctx->root;
-	uint64_t acc = ~0ULL, pte;
+	struct cursor c = { .table = ctx->root, .acc = ~0ULL, .ps_mask = ctx->ps_mask,
+			    .addr_mask = ctx->addr_mask };
+	unsigned int level = levels ? levels : ctx->root_level;
 
-	s->top = level;
+	if (likely(ctx->root_gen == ctx->mem->generation)) {
+		c.start = ctx->root_start;
+		c.size = ctx->root_size;
+		c.bias = ctx->root_bias;
+	}
+	int stop = STEP_NEXT;
+
+	s->top = s->first_mem = level;
 	if (!ept && !pte32 && ctx->pae) {
 		/* PAE: level 3 is a PDPTE register, with no permission bits and no A bit to set */
 		unsigned int i = (addr >> 30) & 3;
 
-		pte = ctx->pdptrs[i];
-		s->gpte[2] = pte;
-		s->gpte_gpa[2] = table + i * 8;
-		s->hva[2] = NULL;
-		if (!(pte & PT_P)) {
+		c.pte = ctx->pdptrs[i];
+		s->top = 3;
+		s->first_mem = level = 2;
+		s->gpte[2] = c.pte;
+		s->gpte_gpa[2] = c.table + i * 8;
+		if (!(c.pte & PT_P)) {
 			s->level = 3;
 			return STOP_NOT_PRESENT;
 		}
-		table = pte & ctx->addr_mask;
-		level = 2;
+		c.table = c.pte & ctx->addr_mask;
 	}
-	for (;; level--) {
-		unsigned int shift = VMMU_PAGE_SHIFT + (level - 1) * bits;
-		vmmu_gpa_t gpa = table + ((addr >> shift) & ((1u << bits) - 1)) * (pte32 ? 4 : 8);
-		vmmu_gpa_t hgpa = gpa;
-		struct stage ns;
-		vmmu_gfn_t gfn;
-		uint8_t *p;
-		uint64_t ps;
-
-		s->level = level;
-		s->gpte_gpa[level - 1] = gpa;
-		s->gpte[level - 1] = 0;
-		s->hva[level - 1] = NULL;
-		if (nested && ctx->nested) {
-			if (tdp_translate(ctx->nested, gpa, table_pfec, ad, &ns, nf, NULL))
-				return STOP_NESTED;
-			hgpa = ns.out;
-		}
-		gfn = hgpa >> VMMU_PAGE_SHIFT;
-		if (!slot || gfn - slot->base_gfn >= slot->npages) {
-			slot = memslot_lookup(ctx->mem, gfn);
-			if (unlikely(!slot))
-				return STOP_NOT_PRESENT;
-		}
-		p = slot->hva + ((gfn - slot->base_gfn) << VMMU_PAGE_SHIFT) + (hgpa & (VMMU_PAGE_SIZE - 1));
-		pte = load_entry(p, pte32);
-		s->gpte[level - 1] = pte;
-		s->hva[level - 1] = (slot->flags & VMMU_MEMSLOT_READONLY) ? NULL : p;
-		if (unlikely(!gpte_is_present(pte, ept))) {
-			s->acc = 0;
-			return STOP_NOT_PRESENT;
-		}
-		ps = (pte & ctx->ps_mask) >> 7;
-		if (unlikely(pte & ctx->rsvd[ps][level - 1]))
-			return STOP_RSVD;
-		if (ept && unlikely((ctx->bad_mt_xwr >> (pte & 63)) & 1))
-			return STOP_RSVD;
-		acc &= pte ^ ctx->nx_flip;
-		if (ps || level == 1)
-			break;
-		table = pte & ctx->addr_mask;
+#define LEVEL(l)                                                                                  \
+	do {                                                                                      \
+		stop = walk_level(ctx, addr, s, &c, ad, table_pfec, nf, l, pte32, ept, nested);   \
+		if (stop != STEP_NEXT) {                                                          \
+			level = l;                                                                \
+			goto out;                                                                 \
+		}                                                                                 \
+	} while (0)
+	/* fall through from the root level down: constant levels, straight-line code */
+	switch (level) {
+	case 5:
+		LEVEL(5);
+		/* fall through */
+	case 4:
+		LEVEL(4);
+		/* fall through */
+	case 3:
+		LEVEL(3);
+		/* fall through */
+	case 2:
+		LEVEL(2);
+		/* fall through */
+	default:
+		LEVEL(1);
 	}
-	s->acc = acc;
+#undef LEVEL
+out:
+	s->level = level;
+	s->acc = c.acc;
+	if (stop != STOP_LEAF)
+		return (enum stop)stop;
 	if (pte32 && level == 2) {
 		s->page_size = 1ULL << 22;
-		s->out = (pte & GENMASK_ULL(31, 22)) | ((pte & GENMASK_ULL(20, 13)) << 19) |
+		s->out = (c.pte & GENMASK_ULL(31, 22)) | ((c.pte & GENMASK_ULL(20, 13)) << 19) |
 			 (addr & GENMASK_ULL(21, 0));
 	} else {
 		s->page_size = 1ULL << (VMMU_PAGE_SHIFT + (level - 1) * 9);
-		s->out = (pte & ctx->addr_mask & ~(s->page_size - 1)) | (addr & (s->page_size - 1));
+		s->out = (c.pte & ctx->addr_mask & ~(s->page_size - 1)) | (addr & (s->page_size - 1));
 	}
 	return STOP_LEAF;
 }
 
-/* Effective VMMU_ACC_* of an x86-format path from the AND of its entries. */
-static inline unsigned int x86_acc(const struct vmmu_paging *ctx, uint64_t and)
+/*
+ * Effective VMMU_ACC_* of an x86-format path from the AND of its entries with
+ * bit 63 flipped. Without NXE bit 63 is reserved (or absent, in 4-byte
+ * entries), so every entry that got this far has it clear: executable.
+ */
+static inline unsigned int x86_acc(uint64_t and)
 {
-	return (unsigned int)(and & (PT_W | PT_U)) | (unsigned int)((and >> 63) | !ctx->nxe);
+	return (unsigned int)(and & (PT_W | PT_U)) | (unsigned int)(and >> 63);
 }
 
 /* Effective VMMU_ACC_* of an EPT path: R is reported as VMMU_ACC_USER. */
@@ -676,27 +797,37 @@ static inline unsigned int ept_acc(uint64_t and)
 			      ((and & EPT_X) ? VMMU_ACC_EXEC : 0));
 }
 
-/* Record A on every entry read and D on the leaf (for a write) where they are clear. */
+/*
+ * Record A on every entry read from memory and D on the leaf (for a write)
+ * where they are clear. Entries in read-only memslots are skipped. A second
+ * read of the same entry (a 2-D walk reads upper second-stage entries again
+ * and again) merges into the first record.
+ */
 static void record_ad(struct ad_list *ad, const struct stage *s, bool write, uint64_t a_bit, uint64_t d_bit,
-		      bool pte32, uint64_t *report)
+		      bool pte32, bool nested, uint64_t *report)
 {
-	for (unsigned int l = s->top; l >= s->level && l >= 1; l--) {
+	for (unsigned int l = s->first_mem; l >= s->level && l >= 1; l--) {
 		uint64_t want = a_bit | (l == s->level && write ? d_bit : 0);
 		uint64_t pte = s->gpte[l - 1];
+		vmmu_gpa_t gpa = nested ? s->mem_gpa[l - 1] : s->gpte_gpa[l - 1];
 		struct ad_rec *r;
 		unsigned int i;
+		void *hva;
 
-		if (!s->hva[l - 1] || (pte & want) == want)
+		if ((pte & want) == want)
+			continue;
+		hva = vmmu_memslots_hva(ad->mem, gpa, pte32 ? 4 : 8, true);
+		if (!hva)
 			continue;
 		for (i = 0; i < ad->n; i++)
-			if (ad->r[i].hva == s->hva[l - 1])
+			if (ad->r[i].hva == hva)
 				break;
 		r = &ad->r[i];
 		if (i == ad->n) {
 			if (ad->n == AD_MAX)
 				continue;
 			ad->n++;
-			*r = (struct ad_rec){ .hva = s->hva[l - 1], .old = pte, .pte32 = pte32,
+			*r = (struct ad_rec){ .hva = hva, .old = pte, .pte32 = pte32,
 					      .report = report ? &report[l - 1] : NULL };
 		}
 		r->set |= want & ~pte;
@@ -745,15 +876,15 @@ static int tdp_translate(struct vmmu_paging *tdp, vmmu_gpa_t gpa, uint64_t pfec,
 
 	if (unlikely(gpa >> width)) {
 		/* beyond what the tables translate: as a not-present root entry */
-		s->top = s->level = tdp->root_level;
+		s->top = s->first_mem = s->level = tdp->root_level;
 		s->acc = 0;
 		s->gpte[s->level - 1] = 0;
 		s->gpte_gpa[s->level - 1] = 0;
 		stop = STOP_NOT_PRESENT;
 	} else if (ept) {
-		stop = walk_stage(tdp, gpa, s, NULL, 0, NULL, false, true, false);
+		stop = walk_stage(tdp, gpa, s, NULL, 0, NULL, 0, false, true, false);
 	} else {
-		stop = walk_stage(tdp, gpa, s, NULL, 0, NULL, false, false, false);
+		stop = walk_stage(tdp, gpa, s, NULL, 0, NULL, 0, false, false, false);
 	}
 	f->gpa = gpa;
 	f->level = s->level;
@@ -775,7 +906,7 @@ static int tdp_translate(struct vmmu_paging *tdp, vmmu_gpa_t gpa, uint64_t pfec,
 			return -1;
 		}
 		if (ad && tdp->ad)
-			record_ad(ad, s, write, EPT_A, EPT_D, false, report);
+			record_ad(ad, s, write, EPT_A, EPT_D, false, false, report);
 	} else {
 		uint64_t code, ec_bits = VMMU_PFERR_USER | (pfec & VMMU_PFERR_WRITE);
 
@@ -788,7 +919,7 @@ static int tdp_translate(struct vmmu_paging *tdp, vmmu_gpa_t gpa, uint64_t pfec,
 		} else {
 			unsigned int idx = (unsigned int)((pfec | VMMU_PFERR_USER) & PFEC_INDEX_BITS) >> 1;
 
-			code = (tdp->permissions[idx] >> x86_acc(tdp, s->acc)) & 1;
+			code = (tdp->permissions[idx] >> x86_acc(s->acc)) & 1;
 		}
 		if (stop != STOP_LEAF || code) {
 			f->outcome = VMMU_WALK_NPF;
@@ -796,7 +927,7 @@ static int tdp_translate(struct vmmu_paging *tdp, vmmu_gpa_t gpa, uint64_t pfec,
 			return -1;
 		}
 		if (ad)
-			record_ad(ad, s, write, PT_A, PT_D, false, report);
+			record_ad(ad, s, write, PT_A, PT_D, false, false, report);
 	}
 	return 0;
 }
@@ -805,11 +936,13 @@ static int tdp_translate(struct vmmu_paging *tdp, vmmu_gpa_t gpa, uint64_t pfec,
 static int translate_gpa_noad(struct vmmu_paging *tdp, vmmu_gpa_t gpa, vmmu_gpa_t *out)
 {
 	struct tdp_fault f;
-	struct stage s;
+	struct stage_buf b;
 
-	if (tdp_translate(tdp, gpa, 0, NULL, &s, &f, NULL))
+	b.s.gpte = b.gpte;
+	b.s.gpte_gpa = b.gpte_gpa;
+	if (tdp_translate(tdp, gpa, 0, NULL, &b.s, &f, NULL))
 		return -1;
-	*out = s.out;
+	*out = b.s.out;
 	return 0;
 }
 
@@ -823,8 +956,8 @@ static uint64_t table_access(const struct vmmu_paging *tdp)
 }
 
 /* Turn a second-stage fault into the walk's outcome. */
-static int report_tdp_fault(const struct vmmu_paging *ctx, const struct tdp_fault *f, bool final, bool gva_valid,
-			    vmmu_gva_t gva, struct vmmu_walk_result *res)
+static int report_tdp_fault(const struct tdp_fault *f, bool final, bool gva_valid, vmmu_gva_t gva,
+			    struct vmmu_walk_result *res)
 {
 	res->level = (uint8_t)f->level;
 	res->fault_gpa = f->gpa;
@@ -842,22 +975,22 @@ static int report_tdp_fault(const struct vmmu_paging *ctx, const struct tdp_faul
 	default:
 		break;
 	}
-	(void)ctx;
 	return f->outcome;
 }
 
 static bool is_canonical(uint64_t va, unsigned int bits)
 {
-	return (uint64_t)(((int64_t)va << (64 - bits)) >> (64 - bits)) == va;
+	return (uint64_t)((int64_t)(va << (64 - bits)) >> (64 - bits)) == va;
 }
 
 /*
- * One attempt at a first-stage walk. The format arguments are constants in
- * each caller (see walk_guest_*), which lets the compiler specialise it.
+ * One attempt at a first-stage walk. The arguments from @levels on are
+ * constants in each caller (see walk_guest_*), which lets the compiler
+ * specialise it.
  */
 static inline __attribute__((always_inline)) int
 walk_guest(struct vmmu_paging *ctx, vmmu_gva_t gva, uint32_t access, struct vmmu_walk_result *res,
-	   struct ad_list *ad, const bool pte32, const bool nested)
+	   struct ad_list *ad, const unsigned int levels, const bool pte32, const bool nested)
 {
 	bool implicit = access & VMMU_WALK_IMPLICIT;
 	uint64_t pfec = access & (VMMU_WALK_WRITE | VMMU_WALK_USER | VMMU_WALK_FETCH);
@@ -869,32 +1002,35 @@ walk_guest(struct vmmu_paging *ctx, vmmu_gva_t gva, uint32_t access, struct vmmu
 
 	if (implicit)
 		pfec &= ~(uint64_t)VMMU_PFERR_USER;
-	if (!pte32 && ctx->va_bits && unlikely(!is_canonical(gva, ctx->va_bits)))
-		return VMMU_WALK_GP;
-	if (pte32 || ctx->pae)
-		gva &= 0xffffffffULL;
+	/* the width is a constant where the level count is */
+	unsigned int va_bits = levels == 4 ? 48 : levels == 5 ? 57 : levels ? 0 : ctx->va_bits;
 
-	stop = walk_stage(ctx, gva, &s, ad, table_access(ctx->nested), &nf, pte32, false, nested);
-	res->levels = (uint8_t)(s.top - s.level + 1);
-	for (unsigned int l = s.level; l <= s.top; l++) {
-		res->gpte[l - 1] = s.gpte[l - 1];
-		res->gpte_gpa[l - 1] = s.gpte_gpa[l - 1];
+	if (va_bits) {
+		if (unlikely(!is_canonical(gva, va_bits)))
+			return VMMU_WALK_GP;
+	} else {
+		gva &= 0xffffffffULL; /* 32-bit and PAE paging: linear addresses are 32 bits */
 	}
+
+	s.gpte = res->gpte;
+	s.gpte_gpa = res->gpte_gpa;
+	stop = walk_stage(ctx, gva, &s, ad, table_access(ctx->nested), &nf, levels, pte32, false, nested);
+	res->levels = (uint8_t)(s.top - s.level + 1);
 	res->level = (uint8_t)s.level;
 	if (unlikely(stop != STOP_LEAF)) {
 		if (stop == STOP_NESTED) {
 			res->levels--; /* the entry was never read */
-			return report_tdp_fault(ctx, &nf, false, true, gva, res);
+			return report_tdp_fault(&nf, false, true, gva, res);
 		}
 		code = stop == STOP_RSVD ? VMMU_PFERR_PRESENT | VMMU_PFERR_RSVD : 0;
 		goto fault;
 	}
 
-	acc = x86_acc(ctx, s.acc);
+	acc = x86_acc(s.acc);
 	idx = (unsigned int)((pfec | (ctx->smap_ac && !implicit ? PFEC_SMAP_OVERRIDE : 0)) >> 1);
 	code = (ctx->permissions[idx] >> acc) & 1;
 	if (ctx->pkru_mask) {
-		uint64_t leaf = s.gpte[s.level - 1];
+		uint64_t leaf = res->gpte[s.level - 1];
 		uint32_t pk = (ctx->pkru >> (((leaf >> 59) & 15) * 2)) & 3;
 		unsigned int slot = (unsigned int)(pfec >> 1) | ((acc & VMMU_ACC_USER) ? 4 : 0);
 
@@ -907,17 +1043,20 @@ walk_guest(struct vmmu_paging *ctx, vmmu_gva_t gva, uint32_t access, struct vmmu
 
 	res->gpa = s.out;
 	if (nested && ctx->nested) {
-		struct stage ns;
+		struct stage_buf nb;
 
-		res->reserved[0] = s.out;
-		if (tdp_translate(ctx->nested, s.out, pfec & (VMMU_PFERR_WRITE | VMMU_PFERR_FETCH), ad, &ns, &nf, NULL))
-			return report_tdp_fault(ctx, &nf, true, true, gva, res);
-		res->gpa = ns.out;
+		nb.s.gpte = nb.gpte;
+		nb.s.gpte_gpa = nb.gpte_gpa;
+		res->guest_gpa = s.out;
+		if (tdp_translate(ctx->nested, s.out, pfec & (VMMU_PFERR_WRITE | VMMU_PFERR_FETCH), ad, &nb.s, &nf,
+				  NULL))
+			return report_tdp_fault(&nf, true, true, gva, res);
+		res->gpa = nb.s.out;
 	}
 	res->page_size = s.page_size;
 	res->access = (uint16_t)acc;
-	if (ad && (!(s.acc & PT_A) || ((pfec & VMMU_PFERR_WRITE) && !(s.gpte[s.level - 1] & PT_D))))
-		record_ad(ad, &s, pfec & VMMU_PFERR_WRITE, PT_A, PT_D, pte32, res->gpte);
+	if (ad && (!(s.acc & PT_A) || ((pfec & VMMU_PFERR_WRITE) && !(res->gpte[s.level - 1] & PT_D))))
+		record_ad(ad, &s, pfec & VMMU_PFERR_WRITE, PT_A, PT_D, pte32, nested && ctx->nested, res->gpte);
 	return VMMU_WALK_OK;
 
 fault:
@@ -927,40 +1066,22 @@ fault:
 	return VMMU_WALK_PAGE_FAULT;
 }
 
-static int walk_guest_64(struct vmmu_paging *ctx, vmmu_gva_t gva, uint32_t access, struct vmmu_walk_result *res,
-			 struct ad_list *ad)
-{
-	return walk_guest(ctx, gva, access, res, ad, false, false);
-}
-
-static int walk_guest_32(struct vmmu_paging *ctx, vmmu_gva_t gva, uint32_t access, struct vmmu_walk_result *res,
-			 struct ad_list *ad)
-{
-	return walk_guest(ctx, gva, access, res, ad, true, false);
-}
-
-static int walk_guest_nested(struct vmmu_paging *ctx, vmmu_gva_t gva, uint32_t access,
-			     struct vmmu_walk_result *res, struct ad_list *ad)
-{
-	if (ctx->pte32)
-		return walk_guest(ctx, gva, access, res, ad, true, true);
-	return walk_guest(ctx, gva, access, res, ad, false, true);
-}
-
 /* Paging off: GVA == GPA, then the second stage if any. */
 static int walk_off(struct vmmu_paging *ctx, vmmu_gva_t gva, uint32_t access, struct vmmu_walk_result *res,
 		    struct ad_list *ad)
 {
 	uint64_t pfec = access & (VMMU_WALK_WRITE | VMMU_WALK_FETCH);
 	struct tdp_fault nf;
-	struct stage ns;
+	struct stage_buf nb;
 
 	res->gpa = gva;
 	if (ctx->nested) {
-		res->reserved[0] = gva;
-		if (tdp_translate(ctx->nested, gva, pfec, ad, &ns, &nf, NULL))
-			return report_tdp_fault(ctx, &nf, true, true, gva, res);
-		res->gpa = ns.out;
+		nb.s.gpte = nb.gpte;
+		nb.s.gpte_gpa = nb.gpte_gpa;
+		res->guest_gpa = gva;
+		if (tdp_translate(ctx->nested, gva, pfec, ad, &nb.s, &nf, NULL))
+			return report_tdp_fault(&nf, true, true, gva, res);
+		res->gpa = nb.s.out;
 	}
 	res->page_size = VMMU_PAGE_SIZE;
 	res->access = VMMU_ACC_ALL;
@@ -973,59 +1094,106 @@ static int walk_tdp(struct vmmu_paging *ctx, vmmu_gva_t gpa, uint32_t access, st
 {
 	uint64_t pfec = access & (VMMU_WALK_WRITE | VMMU_WALK_FETCH);
 	struct tdp_fault nf;
-	struct stage s;
+	struct stage s = { .gpte = res->gpte, .gpte_gpa = res->gpte_gpa };
 	int ret = VMMU_WALK_OK;
 
 	if (tdp_translate(ctx, gpa, pfec, ad, &s, &nf, res->gpte))
-		ret = report_tdp_fault(ctx, &nf, true, false, 0, res);
+		ret = report_tdp_fault(&nf, true, false, 0, res);
 	res->levels = (uint8_t)(s.top - s.level + 1);
-	for (unsigned int l = s.level; l <= s.top; l++) {
-		res->gpte[l - 1] = s.gpte[l - 1];
-		res->gpte_gpa[l - 1] = s.gpte_gpa[l - 1];
-	}
 	res->level = (uint8_t)s.level;
 	if (ret != VMMU_WALK_OK)
 		return ret;
 	res->gpa = s.out;
 	res->page_size = s.page_size;
-	res->access = (uint16_t)(ctx->kind == KIND_EPT ? ept_acc(s.acc) : x86_acc(ctx, s.acc));
+	res->access = (uint16_t)(ctx->kind == KIND_EPT ? ept_acc(s.acc) : x86_acc(s.acc));
 	return VMMU_WALK_OK;
+}
+
+/* One attempt at a walk with the variant that fits @ctx. */
+static int walk_one(struct vmmu_paging *ctx, vmmu_gva_t gva, uint32_t access, struct vmmu_walk_result *res,
+		    struct ad_list *ad)
+{
+	if (unlikely(ctx->kind != KIND_GUEST))
+		return walk_tdp(ctx, gva, access, res, ad);
+	if (unlikely(ctx->nested)) {
+		if (!ctx->root_level)
+			return walk_off(ctx, gva, access, res, ad);
+		if (ctx->pte32)
+			return walk_guest(ctx, gva, access, res, ad, 2, true, true);
+		return walk_guest(ctx, gva, access, res, ad, 0, false, true);
+	}
+	switch (ctx->mode) {
+	case VMMU_PAGING_4LEVEL:
+		return walk_guest(ctx, gva, access, res, ad, 4, false, false);
+	case VMMU_PAGING_5LEVEL:
+		return walk_guest(ctx, gva, access, res, ad, 5, false, false);
+	case VMMU_PAGING_PAE:
+		return walk_guest(ctx, gva, access, res, ad, 2, false, false);
+	case VMMU_PAGING_32BIT:
+		return walk_guest(ctx, gva, access, res, ad, 2, true, false);
+	default:
+		return walk_off(ctx, gva, access, res, ad);
+	}
+}
+
+/*
+ * Zero the result field by field: a memset() of this size becomes "rep stos",
+ * whose start-up cost is a large part of a hot walk.
+ */
+static inline void clear_result(struct vmmu_walk_result *res)
+{
+	res->gpa = 0;
+	res->page_size = 0;
+	res->level = 0;
+	res->levels = 0;
+	res->access = 0;
+	res->pad = 0;
+	for (unsigned int i = 0; i < VMMU_WALK_MAX_LEVELS; i++) {
+		res->gpte[i] = 0;
+		res->gpte_gpa[i] = 0;
+	}
+	res->error_code = 0;
+	res->cr2 = 0;
+	res->exit_qualification = 0;
+	res->fault_gpa = 0;
+	res->guest_gpa = 0;
+	for (unsigned int i = 0; i < ARRAY_SIZE(res->reserved); i++)
+		res->reserved[i] = 0;
 }
 
 #define WALK_ACCESS_ALL (VMMU_WALK_WRITE | VMMU_WALK_USER | VMMU_WALK_FETCH | VMMU_WALK_IMPLICIT | VMMU_WALK_NO_AD)
 
-int vmmu_walk(struct vmmu_paging *ctx, vmmu_gva_t gva, uint32_t access, struct vmmu_walk_result *res)
+/* A walk that sets A/D bits: record, then compare-and-swap; a lost race walks again. */
+static int __attribute__((noinline)) walk_with_ad(struct vmmu_paging *ctx, vmmu_gva_t gva, uint32_t access,
+						  struct vmmu_walk_result *res)
 {
-	int (*walk)(struct vmmu_paging *, vmmu_gva_t, uint32_t, struct vmmu_walk_result *, struct ad_list *);
-	struct ad_list ad;
+	struct ad_list ad; /* not zeroed: 1.4 KiB; only n and mem are read before being written */
 
-	if (unlikely(!ctx || !res || (access & ~WALK_ACCESS_ALL) ||
-		     (access & (VMMU_WALK_WRITE | VMMU_WALK_FETCH)) == (VMMU_WALK_WRITE | VMMU_WALK_FETCH))) {
-		log_err("paging: walk with a NULL argument or bad access 0x%x", access);
-		return -EINVAL;
-	}
-	if (ctx->kind != KIND_GUEST)
-		walk = walk_tdp;
-	else if (!ctx->root_level)
-		walk = walk_off;
-	else if (ctx->nested)
-		walk = walk_guest_nested;
-	else if (ctx->pte32)
-		walk = walk_guest_32;
-	else
-		walk = walk_guest_64;
-
+	ad.mem = ctx->mem;
 	for (unsigned int tries = 0; tries < AD_RETRIES; tries++) {
 		int ret;
 
-		memset(res, 0, sizeof(*res));
-		if (access & VMMU_WALK_NO_AD)
-			return walk(ctx, gva, access, res, NULL);
+		if (tries)
+			clear_result(res);
 		ad.n = 0;
-		ret = walk(ctx, gva, access, res, &ad);
+		ret = walk_one(ctx, gva, access, res, &ad);
 		if (ret != VMMU_WALK_OK || !ad.n || apply_ad(&ad))
 			return ret;
 	}
 	log_warn("paging: walk of 0x%llx lost the A/D race %u times", (unsigned long long)gva, AD_RETRIES);
 	return -ELOOP;
+}
+
+int vmmu_walk(struct vmmu_paging *ctx, vmmu_gva_t gva, uint32_t access, struct vmmu_walk_result *res)
+{
+	if (unlikely(!ctx || !res || (access & ~WALK_ACCESS_ALL) ||
+		     (access & (VMMU_WALK_WRITE | VMMU_WALK_FETCH)) == (VMMU_WALK_WRITE | VMMU_WALK_FETCH))) {
+		log_err("paging: walk with a NULL argument or bad access 0x%x", access);
+		return -EINVAL;
+	}
+	clear_result(res);
+	/* both are tail calls: this function keeps no frame */
+	if (access & VMMU_WALK_NO_AD)
+		return walk_one(ctx, gva, access, res, NULL);
+	return walk_with_ad(ctx, gva, access, res);
 }

@@ -206,7 +206,7 @@ unsigned int vmmu_rmap_cache_count(const struct vmmu_rmap_cache *cache)
 	return cache ? cache->nr : 0;
 }
 
-/* Single heads */
+/* Heads */
 
 static inline unsigned int word_count(uintptr_t word)
 {

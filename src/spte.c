@@ -65,6 +65,11 @@ static_assert(VMMU_SPTE_EPT_W == VMMU_SPTE_WRITABLE && VMMU_SPTE_LEGACY_W == VMM
 		      VMMU_ACC_WRITE == VMMU_SPTE_WRITABLE && VMMU_ACC_USER == VMMU_SPTE_LEGACY_U,
 	      "W/U positions");
 
+/* vmmu_spte_make_leaf() shifts these flags straight into place. */
+static_assert(((uint64_t)VMMU_SPTE_WRPROT_ONLY << (53 - 5)) == VMMU_SPTE_AD_WRPROT_ONLY &&
+		      ((uint64_t)VMMU_SPTE_IPAT << (6 - 3)) == VMMU_SPTE_EPT_IPAT,
+	      "flag positions");
+
 /* Bits h..l, empty when h < l (so MAXPHYADDR 52 leaves no high reserved bits). */
 static uint64_t bits(unsigned int h, unsigned int l)
 {
@@ -207,13 +212,20 @@ int vmmu_spte_format_init(struct vmmu_spte_format *fmt, const struct vmmu_spte_f
 	return 0;
 }
 
-static bool valid_mt(unsigned int mt)
+/* Memory types an EPT leaf may hold: UC, WC, WT, WP, WB. */
+#define VALID_MT_SET (1u << VMMU_SPTE_MT_UC | 1u << VMMU_SPTE_MT_WC | 1u << VMMU_SPTE_MT_WT | \
+		      1u << VMMU_SPTE_MT_WP | 1u << VMMU_SPTE_MT_WB)
+
+/* Exec survives for the leaf: asked for, and not a huge leaf under the NX huge-page mitigation. */
+static inline bool leaf_exec(int level, unsigned int access, unsigned int flags)
 {
-	return mt < 8 && ((1u << mt) & (1u << VMMU_SPTE_MT_UC | 1u << VMMU_SPTE_MT_WC | 1u << VMMU_SPTE_MT_WT |
-					1u << VMMU_SPTE_MT_WP | 1u << VMMU_SPTE_MT_WB));
+	return (access & VMMU_ACC_EXEC) && !(level > 1 && (flags & VMMU_SPTE_NX_HUGE));
 }
 
-/* Why (a string) the leaf inputs are invalid, or NULL; *err gets the errno. */
+/*
+ * Why the leaf inputs are invalid (and *err the errno), or NULL. Called only
+ * once the fast check in vmmu_spte_make_leaf() has failed, so it may be slow.
+ */
 static const char *leaf_inputs_bad(const struct vmmu_spte_format *fmt, uint64_t pfn, int level, unsigned int access,
 				   unsigned int mt, unsigned int flags, int *err)
 {
@@ -222,76 +234,71 @@ static const char *leaf_inputs_bad(const struct vmmu_spte_format *fmt, uint64_t 
 		return "unknown access or flag bits";
 	if (level < 1 || level > fmt->max_leaf_level)
 		return "leaf level not supported by the format";
-	if (!valid_mt(mt))
+	if (mt > 7 || !((VALID_MT_SET >> mt) & 1))
 		return "invalid memory type";
 	if ((flags & VMMU_SPTE_WRPROT_ONLY) && (fmt->kind != VMMU_SPTE_KIND_EPT || fmt->ad_type))
 		return "write-protect-only A/D type needs an EPT format with A/D";
 	if (pfn & ((1ULL << (9 * (level - 1))) - 1))
 		return "pfn not aligned to the leaf size";
-	if (fmt->exec_only) {
-		bool r = access & VMMU_ACC_USER, x = (access & VMMU_ACC_EXEC) &&
-						     !(level > 1 && (flags & VMMU_SPTE_NX_HUGE));
+	if (fmt->exec_only && !(access & VMMU_ACC_USER) &&
+	    ((access & VMMU_ACC_WRITE) || !leaf_exec(level, access, flags)))
+		return "EPT access needs read for write, and read or exec";
+	*err = -ERANGE;
+	return pfn > fmt->max_pfn ? "pfn beyond MAXPHYADDR" : NULL;
+}
 
-		if ((!r && (access & VMMU_ACC_WRITE)) || (!r && !x))
-			return "EPT access needs read for write, and read or exec";
-	}
-	if (pfn > fmt->max_pfn) {
-		*err = -ERANGE;
-		return "pfn beyond MAXPHYADDR";
-	}
-	return NULL;
+static int __attribute__((noinline, cold)) leaf_refuse(const struct vmmu_spte_format *fmt, uint64_t pfn, int level,
+							 unsigned int access, unsigned int mt, unsigned int flags)
+{
+	int err;
+	const char *why = leaf_inputs_bad(fmt, pfn, level, access, mt, flags, &err);
+
+	if (!why) /* the fast check and leaf_inputs_bad() disagree: a library bug */
+		why = "internal error", err = -EINVAL;
+	log_err("spte: make_leaf pfn 0x%llx level %d access %#x mt %u flags %#x: %s", (unsigned long long)pfn, level,
+		access, mt, flags, why);
+	return err;
 }
 
 int vmmu_spte_make_leaf(const struct vmmu_spte_format *fmt, uint64_t pfn, int level, unsigned int access,
 			unsigned int mt, unsigned int flags, uint64_t *out)
 {
-	uint64_t spte = VMMU_SPTE_MMU_PRESENT;
-	int ret = VMMU_SPTE_MADE;
-	const char *why;
+	bool ept, x, want_w, w, bad;
+	uint64_t spte;
 
 	if (unlikely(!fmt || !out)) {
 		log_err("spte: make_leaf needs a format and an output");
 		return -EINVAL;
 	}
-	why = leaf_inputs_bad(fmt, pfn, level, access, mt, flags, &ret);
-	if (unlikely(why)) {
-		log_err("spte: make_leaf pfn 0x%llx level %d access %#x mt %u flags %#x: %s",
-			(unsigned long long)pfn, level, access, mt, flags, why);
-		return ret;
-	}
-	ret = VMMU_SPTE_MADE;
+	/* One pass over every input; the reason is worked out only on failure. */
+	ept = fmt->kind == VMMU_SPTE_KIND_EPT;
+	x = leaf_exec(level, access, flags);
+	bad = flags > VMMU_SPTE_MAKE_FLAGS_ALL || access > VMMU_ACC_ALL ||
+	      (unsigned int)(level - 1) >= fmt->max_leaf_level || mt > 7 || !((VALID_MT_SET >> mt) & 1) ||
+	      pfn > fmt->max_pfn || ((flags & VMMU_SPTE_WRPROT_ONLY) && (!ept || fmt->ad_type));
+	if (unlikely(bad || (pfn & ((1ULL << (9 * (level - 1))) - 1)) ||
+		     (fmt->exec_only && !(access & VMMU_ACC_USER) && ((access & VMMU_ACC_WRITE) || !x))))
+		return leaf_refuse(fmt, pfn, level, access, mt, flags);
 
-	spte |= fmt->ad_type | ((flags & VMMU_SPTE_WRPROT_ONLY) ? VMMU_SPTE_AD_WRPROT_ONLY : 0);
-	spte |= fmt->present;
-	if (!(flags & VMMU_SPTE_PREFETCH) && fmt->ad_type == VMMU_SPTE_AD_ENABLED)
-		spte |= fmt->accessed;
-	if (level > 1 && (flags & VMMU_SPTE_NX_HUGE))
-		access &= ~VMMU_ACC_EXEC;
-	spte |= (access & VMMU_ACC_EXEC) ? fmt->x : fmt->nx;
-	if (access & VMMU_ACC_USER)
-		spte |= fmt->user;
-	if (level > 1)
-		spte |= VMMU_SPTE_PS;
-	if (fmt->kind == VMMU_SPTE_KIND_EPT)
-		spte |= ((uint64_t)mt << VMMU_SPTE_EPT_MT_SHIFT) | ((flags & VMMU_SPTE_IPAT) ? VMMU_SPTE_EPT_IPAT : 0);
-	if (flags & VMMU_SPTE_HOST_WRITABLE)
-		spte |= fmt->host_writable;
-	else
-		access &= ~VMMU_ACC_WRITE;
-	spte |= pfn << VMMU_PAGE_SHIFT;
-	if ((access & VMMU_ACC_WRITE) && !(flags & VMMU_SPTE_CAN_WRITE)) {
-		access &= ~VMMU_ACC_WRITE;
-		ret = VMMU_SPTE_WRPROT;
-	}
-	if (access & VMMU_ACC_WRITE) {
-		spte |= VMMU_SPTE_WRITABLE | fmt->mmu_writable;
-		if (vmmu_spte_is_ad_enabled(fmt, spte))
-			spte |= fmt->dirty;
-	}
-	if (flags & VMMU_SPTE_PREFETCH)
+	spte = VMMU_SPTE_MMU_PRESENT | fmt->present | fmt->ad_type | (pfn << VMMU_PAGE_SHIFT);
+	spte |= (uint64_t)(flags & VMMU_SPTE_WRPROT_ONLY) << (53 - 5); /* A/D type 2 */
+	spte |= x ? fmt->x : fmt->nx;
+	spte |= (access & VMMU_ACC_USER) ? fmt->user : 0;
+	spte |= (uint64_t)(level > 1) << 7;
+	if (ept)
+		spte |= ((uint64_t)mt << VMMU_SPTE_EPT_MT_SHIFT) | ((uint64_t)(flags & VMMU_SPTE_IPAT) << (6 - 3));
+	spte |= (flags & VMMU_SPTE_HOST_WRITABLE) ? fmt->host_writable : 0;
+	/* W needs the host's permission, then no shadowed guest table in the way; D is pre-set with W */
+	want_w = (access & VMMU_ACC_WRITE) && (flags & VMMU_SPTE_HOST_WRITABLE);
+	w = want_w && (flags & VMMU_SPTE_CAN_WRITE);
+	if (w)
+		spte |= VMMU_SPTE_WRITABLE | fmt->mmu_writable | (fmt->ad_type ? 0 : fmt->dirty);
+	if (unlikely(flags & VMMU_SPTE_PREFETCH))
 		spte = vmmu_spte_mark_access_track(fmt, spte);
+	else if (!fmt->ad_type)
+		spte |= fmt->accessed;
 	*out = spte;
-	return ret;
+	return want_w && !w ? VMMU_SPTE_WRPROT : VMMU_SPTE_MADE;
 }
 
 int vmmu_spte_make_nonleaf(const struct vmmu_spte_format *fmt, uint64_t child_pfn, uint64_t *out)

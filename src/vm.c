@@ -159,7 +159,9 @@ int vm_init(struct vmmu_vm *vm, const struct vm_ops *ops, const struct vmmu_vm_o
 static void dirty_slot_free(struct vmmu_vm *vm, uint32_t id)
 {
 	if (id < vm->nr_dirty && vm->dirty[id]) {
-		free(vm->dirty[id]->bits);
+		vmmu_dirty_bitmap_destroy(vm->dirty[id]->bm);
+		free(vm->dirty[id]->scratch);
+		free(vm->dirty[id]->ring_bits);
 		free(vm->dirty[id]);
 		vm->dirty[id] = NULL;
 	}
@@ -225,11 +227,15 @@ static int dirty_slot_alloc(struct vmmu_vm *vm, uint32_t id, vmmu_gpa_t gpa, uin
 	d = calloc(1, sizeof(*d));
 	if (!d)
 		return -ENOMEM;
-	d->id = id;
 	d->base_gfn = gpa >> VMMU_PAGE_SHIFT;
 	d->npages = size >> VMMU_PAGE_SHIFT;
-	d->bits = calloc((d->npages + 63) / 64, sizeof(uint64_t));
-	if (!d->bits) {
+	d->scratch = calloc(VMMU_DIRTY_WORDS(d->npages), sizeof(uint64_t));
+	if (vm->opts.dirty_mode == VMMU_DIRTY_RING)
+		d->ring_bits = calloc(VMMU_DIRTY_WORDS(d->npages), sizeof(uint64_t));
+	if (!d->scratch || (vm->opts.dirty_mode == VMMU_DIRTY_RING && !d->ring_bits) ||
+	    vmmu_dirty_bitmap_create(id, d->npages, 0, &d->bm)) {
+		free(d->scratch);
+		free(d->ring_bits);
 		free(d);
 		return -ENOMEM;
 	}
@@ -430,6 +436,9 @@ void vmmu_vcpu_destroy(struct vmmu_vcpu *vcpu)
 	if (!vcpu || vcpu->destroyed)
 		return;
 	pthread_mutex_lock(&vcpu->vm->lock);
+	/* Entries left in the ring would be lost with it: take them into the slot logs first. */
+	if (vcpu->vm->opts.dirty_mode == VMMU_DIRTY_RING && vcpu->vm->ops->dirty_ring_harvest)
+		vcpu->vm->ops->dirty_ring_harvest(vcpu);
 	vcpu->vm->ops->vcpu_release(vcpu);
 	vcpu->destroyed = true;
 	pthread_mutex_unlock(&vcpu->vm->lock);
@@ -524,14 +533,11 @@ int vmmu_vcpu_translate(struct vmmu_vcpu *vcpu, vmmu_gva_t gva, uint32_t access,
 
 /* ---------------------------------------------------------- dirty logs */
 
-void dirty_slot_set(struct vmmu_vm *vm, uint32_t id, uint64_t offset)
+/* The VMM's marks: [@first, @first + @npages) of @d; lock-free. */
+static void dirty_slot_mark(struct dirty_slot *d, uint64_t first, uint64_t npages)
 {
-	struct dirty_slot *d = id < vm->nr_dirty ? vm->dirty[id] : NULL;
-
-	if (d && offset < d->npages) {
-		d->bits[offset / 64] |= 1ULL << (offset % 64);
-		d->any = true;
-	}
+	vmmu_dirty_bitmap_mark_range(d->bm, first, npages);
+	atomic_store_explicit(&d->any, true, memory_order_release);
 }
 
 /* The slot's log for a dirty call, or NULL with *ret set (and a log line). */
@@ -568,23 +574,24 @@ static bool mode_is(struct vmmu_vm *vm, enum vmmu_dirty_mode mode, const char *w
 	return false;
 }
 
-/* OR the VMM's marks (or ring harvests) of @d into @bitmap and forget them; under vm->lock. */
-static void take_marks(struct dirty_slot *d, uint64_t *bitmap, bool merge, bool forget)
+/*
+ * OR the pages marked in @d into @bitmap and, with @forget, unmark them; under
+ * vm->lock. A mark sets its bit before d->any, and d->any is taken before the
+ * bits are read, so a mark racing with this is reported now or next time.
+ */
+static void take_marks(struct dirty_slot *d, uint64_t *bitmap, bool forget)
 {
-	size_t words = (d->npages + 63) / 64;
+	uint64_t words = VMMU_DIRTY_WORDS(d->npages);
 
-	if (!d->any)
+	if (forget ? !atomic_exchange_explicit(&d->any, false, memory_order_acquire)
+		   : !atomic_load_explicit(&d->any, memory_order_acquire))
 		return;
-	if (merge) {
-		for (size_t i = 0; i < words; i++)
-			bitmap[i] |= d->bits[i];
-	} else {
-		memcpy(bitmap, d->bits, words * sizeof(uint64_t));
-	}
-	if (forget) {
-		memset(d->bits, 0, words * sizeof(uint64_t));
-		d->any = false;
-	}
+	if (forget)
+		vmmu_dirty_bitmap_get_and_clear(d->bm, d->scratch, NULL, NULL);
+	else
+		vmmu_dirty_bitmap_get(d->bm, d->scratch);
+	for (uint64_t i = 0; i < words; i++)
+		bitmap[i] |= d->scratch[i];
 }
 
 static int harvest_all(struct vmmu_vm *vm)
@@ -632,8 +639,9 @@ int vmmu_vm_dirty_get(struct vmmu_vm *vm, uint32_t id, uint64_t *bitmap)
 		if (ret < 0)
 			return ret;
 		pthread_mutex_lock(&vm->lock);
-		memset(bitmap, 0, (d->npages + 63) / 64 * sizeof(uint64_t));
-		take_marks(d, bitmap, false, true);
+		memcpy(bitmap, d->ring_bits, VMMU_DIRTY_WORDS(d->npages) * sizeof(uint64_t));
+		memset(d->ring_bits, 0, VMMU_DIRTY_WORDS(d->npages) * sizeof(uint64_t));
+		take_marks(d, bitmap, true);
 		pthread_mutex_unlock(&vm->lock);
 		return 0;
 	case VMMU_DIRTY_MANUAL:
@@ -647,9 +655,9 @@ int vmmu_vm_dirty_get(struct vmmu_vm *vm, uint32_t id, uint64_t *bitmap)
 	}
 	if (ret)
 		return ret;
-	if (d->any) {
+	if (atomic_load_explicit(&d->any, memory_order_relaxed)) {
 		pthread_mutex_lock(&vm->lock);
-		take_marks(d, bitmap, true, true);
+		take_marks(d, bitmap, true);
 		pthread_mutex_unlock(&vm->lock);
 	}
 	return 0;
@@ -670,7 +678,7 @@ int vmmu_vm_dirty_peek(struct vmmu_vm *vm, uint32_t id, uint64_t *bitmap)
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&vm->lock);
-	take_marks(d, bitmap, true, false);
+	take_marks(d, bitmap, false);
 	pthread_mutex_unlock(&vm->lock);
 	return 0;
 }
@@ -696,13 +704,11 @@ int vmmu_vm_dirty_clear(struct vmmu_vm *vm, uint32_t id, uint64_t first_page, ui
 		return -EINVAL;
 	}
 	ret = vm->ops->dirty_log_clear(vm, id, first_page, npages, bitmap);
-	if (ret || !d->any)
+	if (ret)
 		return ret;
 	/* The VMM's marks in the range count as reported once the caller clears them. */
-	pthread_mutex_lock(&vm->lock);
-	for (uint64_t i = 0; i < (npages + 63) / 64; i++)
-		d->bits[first_page / 64 + i] &= ~bitmap[i];
-	pthread_mutex_unlock(&vm->lock);
+	if (atomic_load_explicit(&d->any, memory_order_acquire))
+		vmmu_dirty_bitmap_clear(d->bm, first_page, npages, bitmap, NULL, NULL);
 	return 0;
 }
 
@@ -755,15 +761,14 @@ int vmmu_vm_dirty_mark(struct vmmu_vm *vm, vmmu_gpa_t gpa, uint64_t len)
 			return -EPERM;
 		}
 	}
-	pthread_mutex_lock(&vm->lock);
-	for (gfn = gpa >> VMMU_PAGE_SHIFT; gfn <= last; gfn++, n++) {
-		struct dirty_slot *d;
+	for (gfn = gpa >> VMMU_PAGE_SHIFT; gfn <= last; gfn = m.base_gfn + m.npages) {
+		uint64_t end;
 
 		vmmu_memslots_find(vm->slots, vmmu_gfn_to_gpa(gfn), &m);
-		d = vm->dirty[m.id];
-		dirty_slot_set(vm, m.id, gfn - d->base_gfn);
+		end = last < m.base_gfn + m.npages - 1 ? last + 1 : m.base_gfn + m.npages;
+		dirty_slot_mark(vm->dirty[m.id], gfn - m.base_gfn, end - gfn);
+		n += (int)(end - gfn);
 	}
-	pthread_mutex_unlock(&vm->lock);
 	return n;
 }
 
@@ -785,6 +790,10 @@ static int notifier_check(struct vmmu_vm *vm, const struct vmmu_notifier *n, con
 	}
 	NEED_OP(vm, notifier_add, what);
 	NEED_OP(vm, notifier_remove, what);
+	if (!(vm->caps.flags & VMMU_CAP_NOTIFIER)) {
+		log_err("vm: %s: the %s backend offers no notifiers on this host", what, vm->ops->name);
+		return -EOPNOTSUPP;
+	}
 	return 0;
 }
 

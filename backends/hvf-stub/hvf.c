@@ -137,7 +137,7 @@ static int hvf_notifier_remove(struct vmmu_vm *vm, const struct vmmu_notifier *n
 	return -EOPNOTSUPP;
 }
 
-/* Rings are left NULL: a port can offer RING on top of its fault log, but KVM's layout gains nothing there. */
+/* No ring ops: the port fills its bitmap itself, so create refuses VMMU_DIRTY_RING (docs/porting.md, section 5). */
 const struct vm_ops hvf_vm_ops = {
 	.name = "hvf",
 	.create = hvf_vm_create,

@@ -4,9 +4,11 @@
  * vCPUs, KVM_RUN, dirty logs (bitmap, manual protect, ring) and ioeventfds.
  * Written from Documentation/virt/kvm/api.rst.
  *
- * errno becomes -errno in exactly one place: kvm_ioctl().
+ * errno becomes -errno in exactly one place: sys_error(), which kvm_ioctl()
+ * (every ioctl) and the few open/mmap calls go through.
  */
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -20,10 +22,13 @@
 
 #include <linux/kvm.h>
 
+#include <libvmmu/dirty.h>
 #include <libvmmu/kvm.h>
 
 #include "backend.h"
 #include "vmmu-features.h"
+
+static_assert(sizeof(struct vmmu_dirty_gfn) == sizeof(struct kvm_dirty_gfn), "ring entry layout");
 
 /* Newer than some installed headers. */
 #ifndef KVM_EXIT_MEMORY_FAULT
@@ -45,8 +50,8 @@ struct kvm_vcpu {
 	struct vmmu_vcpu base;
 	int fd;
 	struct kvm_run *run;
-	struct kvm_dirty_gfn *ring;
-	uint32_t ring_next;       /* next entry to harvest (free-running) */
+	struct kvm_dirty_gfn *ring;      /* KVM's ring, mmap'ed */
+	struct vmmu_dirty_ring *dring;   /* the consumer side of it (src/dirty.c) */
 	atomic_bool in_run;
 	pthread_t thread;         /* valid while in_run */
 };
@@ -54,17 +59,23 @@ struct kvm_vcpu {
 static inline struct kvm_vm *to_kvm(struct vmmu_vm *vm) { return (struct kvm_vm *)vm; }
 static inline struct kvm_vcpu *to_kcpu(struct vmmu_vcpu *v) { return (struct kvm_vcpu *)v; }
 
-/* The one place errno becomes -errno. */
+/* The one place errno becomes -errno; logs "@what: reason" unless @quiet. */
+static int sys_error(const char *what, bool quiet)
+{
+	int err = errno;
+
+	if (!quiet)
+		log_err("kvm: %s: %s", what, strerror(err));
+	return -err;
+}
+
 static long kvm_ioctl(int fd, unsigned long req, const char *name, uintptr_t arg)
 {
 	long ret = ioctl(fd, req, arg);
 
-	if (ret < 0) {
-		ret = -errno;
-		/* EINTR/EAGAIN from KVM_RUN are not failures; the caller decides. */
-		if (ret != -EINTR && ret != -EAGAIN)
-			log_err("kvm: %s: %s", name, strerror(errno));
-	}
+	/* EINTR/EAGAIN from KVM_RUN are not failures; the caller decides. */
+	if (ret < 0)
+		return sys_error(name, errno == EINTR || errno == EAGAIN);
 	return ret;
 }
 
@@ -116,7 +127,9 @@ static void probe_caps(struct kvm_vm *k)
 	c->flags |= VMMU_CAP_TRANSLATE;
 #endif
 	r = check_cap(k, KVM_CAP_MAX_VCPUS);
-	c->max_vcpus = r > 0 ? (uint32_t)r : (uint32_t)(check_cap(k, KVM_CAP_NR_VCPUS) ?: 1);
+	if (r <= 0)
+		r = check_cap(k, KVM_CAP_NR_VCPUS);
+	c->max_vcpus = r > 0 ? (uint32_t)r : 1;
 	r = check_cap(k, KVM_CAP_NR_MEMSLOTS);
 	c->max_memslots = r > 0 ? (uint32_t)r : 32;
 	c->maxphyaddr = 36;
@@ -134,15 +147,18 @@ static int get_supported_cpuid(struct kvm_vm *k)
 		if (!c)
 			return -ENOMEM;
 		c->nent = n;
+		/* E2BIG: the buffer is too small; grow it (not worth a log line). */
 		r = ioctl(k->sys_fd, KVM_GET_SUPPORTED_CPUID, c);
 		if (r == 0) {
 			k->cpuid = c;
 			return 0;
 		}
+		r = sys_error("KVM_GET_SUPPORTED_CPUID", errno == E2BIG);
 		free(c);
-		if (errno != E2BIG)
-			return (int)KVM_IOCTL(k->sys_fd, KVM_GET_SUPPORTED_CPUID, NULL); /* logs and converts */
+		if (r != -E2BIG)
+			return (int)r;
 	}
+	log_err("kvm: KVM_GET_SUPPORTED_CPUID: more than 4096 entries");
 	return -E2BIG;
 }
 
@@ -216,8 +232,7 @@ static int kvm_vm_create(struct vmmu_vm **out, const struct vmmu_vm_options *opt
 	}
 	k->sys_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (k->sys_fd < 0) {
-		ret = -errno;
-		log_err("kvm: cannot open /dev/kvm: %s", strerror(errno));
+		ret = sys_error("open /dev/kvm", false);
 		goto fail;
 	}
 	r = KVM_IOCTL(k->sys_fd, KVM_GET_API_VERSION, 0);
@@ -318,8 +333,7 @@ static int kvm_vcpu_create(struct vmmu_vm *vm, uint32_t id, struct vmmu_vcpu **o
 	c->fd = (int)r;
 	c->run = mmap(NULL, k->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, c->fd, 0);
 	if (c->run == MAP_FAILED) {
-		ret = -errno;
-		log_err("kvm: vcpu %u: cannot map kvm_run: %s", id, strerror(errno));
+		ret = sys_error("mmap kvm_run", false);
 		c->run = NULL;
 		goto fail;
 	}
@@ -329,11 +343,14 @@ static int kvm_vcpu_create(struct vmmu_vm *vm, uint32_t id, struct vmmu_vcpu **o
 		c->ring = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, c->fd,
 			       KVM_DIRTY_LOG_PAGE_OFFSET * sysconf(_SC_PAGESIZE));
 		if (c->ring == MAP_FAILED) {
-			ret = -errno;
-			log_err("kvm: vcpu %u: cannot map the dirty ring: %s", id, strerror(errno));
+			ret = sys_error("mmap the dirty ring", false);
 			c->ring = NULL;
 			goto fail;
 		}
+		/* KVM produces; the dirty module harvests. 64 reserved entries, as KVM keeps without PML. */
+		ret = vmmu_dirty_ring_create(vm->opts.ring_entries, 64, c->ring, &c->dring);
+		if (ret)
+			goto fail;
 	}
 	ret = (int)KVM_IOCTL(c->fd, KVM_SET_CPUID2, k->cpuid);
 	if (ret)
@@ -341,6 +358,8 @@ static int kvm_vcpu_create(struct vmmu_vm *vm, uint32_t id, struct vmmu_vcpu **o
 	*out = &c->base;
 	return 0;
 fail:
+	if (c->ring)
+		munmap(c->ring, (size_t)vm->opts.ring_entries * sizeof(struct kvm_dirty_gfn));
 	if (c->run)
 		munmap(c->run, k->run_size);
 	close(c->fd);
@@ -353,11 +372,13 @@ static void kvm_vcpu_release(struct vmmu_vcpu *vcpu)
 	struct kvm_vcpu *c = to_kcpu(vcpu);
 	struct vmmu_vm *vm = vcpu->vm;
 
+	vmmu_dirty_ring_destroy(c->dring);
 	if (c->ring)
 		munmap(c->ring, (size_t)vm->opts.ring_entries * sizeof(struct kvm_dirty_gfn));
 	if (c->run)
 		munmap(c->run, to_kvm(vm)->run_size);
 	close(c->fd);
+	c->dring = NULL;
 	c->ring = NULL;
 	c->run = NULL;
 	c->fd = -1;
@@ -607,28 +628,20 @@ static int kvm_dirty_log_clear(struct vmmu_vm *vm, uint32_t id, uint64_t first_p
 	return (int)KVM_IOCTL(to_kvm(vm)->fd, KVM_CLEAR_DIRTY_LOG, &d);
 }
 
-/*
- * Take every dirty entry of the ring in order, from the fetch index until the
- * first entry KVM has not published. Called under vm->lock.
- */
+/* Take every dirty entry of the ring in order into the VM's per-slot logs. Called under vm->lock. */
 static int kvm_dirty_ring_harvest(struct vmmu_vcpu *vcpu)
 {
 	struct kvm_vcpu *c = to_kcpu(vcpu);
-	uint32_t mask = vcpu->vm->opts.ring_entries - 1;
-	int n = 0;
+	struct vmmu_dirty_gfn batch[128];
+	int n = 0, got;
 
-	for (;;) {
-		struct kvm_dirty_gfn *e = &c->ring[c->ring_next & mask];
-		uint32_t flags = __atomic_load_n(&e->flags, __ATOMIC_ACQUIRE);
-
-		if (!(flags & KVM_DIRTY_GFN_F_DIRTY))
-			break;
-		dirty_slot_set(vcpu->vm, e->slot & 0xffff, e->offset);
-		__atomic_store_n(&e->flags, KVM_DIRTY_GFN_F_RESET, __ATOMIC_RELEASE);
-		c->ring_next++;
-		n++;
-	}
-	return n;
+	do {
+		got = vmmu_dirty_ring_harvest(c->dring, batch, ARRAY_SIZE(batch));
+		for (int i = 0; i < got; i++)
+			dirty_slot_set_ring(vcpu->vm, batch[i].slot & 0xffff, batch[i].offset);
+		n += got > 0 ? got : 0;
+	} while (got == (int)ARRAY_SIZE(batch));
+	return got < 0 ? got : n;
 }
 
 static int kvm_dirty_ring_reset(struct vmmu_vm *vm)

@@ -675,7 +675,7 @@ static int soft_dirty_ring_harvest(struct vmmu_vcpu *vcpu)
 	do {
 		n = vmmu_mmu_vcpu_dirty_harvest(to_scpu(vcpu)->mv, buf, ARRAY_SIZE(buf));
 		for (int i = 0; i < n; i++)
-			dirty_slot_set(vcpu->vm, buf[i].slot & 0xffff, buf[i].offset);
+			dirty_slot_set_ring(vcpu->vm, buf[i].slot & 0xffff, buf[i].offset);
 		total += n > 0 ? n : 0;
 	} while (n == (int)ARRAY_SIZE(buf));
 	return n < 0 ? n : total;

@@ -22,6 +22,19 @@
  * entries can live in the caller's memory (so a VMM can harvest KVM's mmap'ed
  * ring with this code; KVM is then the producer) or in memory the library
  * allocates.
+ *
+ * Typical use, per slot with dirty logging on:
+ *  - KVM_GET_DIRTY_LOG style: vmmu_dirty_bitmap_get_and_clear() with a re-arm
+ *    callback that write-protects the returned pages, flush TLBs if it
+ *    returned > 0, then copy the pages named in the buffer (the iterators);
+ *  - manual protect (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, optionally created
+ *    VMMU_DIRTY_INITIALLY_SET): vmmu_dirty_bitmap_get(), then for each chunk
+ *    vmmu_dirty_bitmap_clear() (re-arming), flush, and copy that chunk;
+ *  - KVM's log plus the VMM's own writes: vmmu_dirty_bitmap_merge_buf() the
+ *    buffer KVM filled into the bitmap the VMM marks, then harvest once;
+ *  - ring: vmmu_dirty_ring_harvest() on the consumer side, then the
+ *    producer's vmmu_dirty_ring_reset() (for KVM's ring, KVM_RESET_DIRTY_RINGS)
+ *    before reading the pages.
  */
 #ifndef LIBVMMU_DIRTY_H
 #define LIBVMMU_DIRTY_H
@@ -111,8 +124,9 @@ VMMU_API int vmmu_dirty_bitmap_test(const struct vmmu_dirty_bitmap *bm, uint64_t
  * @opaque: passed to @rearm.
  *
  * Each word is taken and zeroed atomically, so marks racing with the call are
- * either returned now or stay for the next harvest. One harvester at a time
- * (get_and_clear, clear and merge must not run concurrently with each other).
+ * either returned now or stay for the next harvest. One harvester at a time:
+ * get_and_clear and clear must not run concurrently with each other on one
+ * bitmap (marks, merges into it, get and test may).
  *
  * Return: the number of dirty pages returned; -EINVAL (NULL @bm or @buf).
  */
@@ -156,8 +170,9 @@ VMMU_API int64_t vmmu_dirty_bitmap_clear(struct vmmu_dirty_bitmap *bm, uint64_t 
  * vmmu_dirty_bitmap_merge() - OR every dirty page of @src into @dst (e.g. the
  * VMM's own device writes into the log harvested from KVM). @src is unchanged.
  *
- * Marks into @dst; safe against concurrent marks on both. Not atomic as a
- * whole: a harvest of @src racing with the merge may or may not be included.
+ * Acts as marks of @dst, so it may run concurrently with anything but
+ * destroy. Not atomic as a whole: marks of @src and harvests of @src racing
+ * with the merge may or may not be included.
  *
  * Return: 0; -EINVAL (NULL argument, @dst == @src, different sizes).
  */
@@ -191,9 +206,10 @@ struct vmmu_dirty_iter {
 	uint64_t nwords;
 	uint64_t npages;
 	vmmu_gfn_t base;
-	uint64_t index;    /* word being consumed */
-	uint64_t pending;  /* its bits not yet returned */
-	uint64_t reserved[2];
+	uint64_t index;      /* word being consumed (nwords at the end) */
+	uint64_t pending;    /* its bits not yet returned */
+	uint64_t ahead;      /* bit k: word ahead_base + k is non-zero and not visited */
+	uint64_t ahead_base;
 };
 
 /**
@@ -206,21 +222,71 @@ VMMU_API void vmmu_dirty_iter_init(struct vmmu_dirty_iter *it, const uint64_t *w
 				   vmmu_gfn_t base);
 
 /**
+ * vmmu_dirty_iter_advance() - slow path of the inline iterators below: move
+ * to the next word with a dirty frame.
+ * Callers use vmmu_dirty_iter_next() and vmmu_dirty_iter_next_range().
+ *
+ * Return: true if such a word exists, false at the end.
+ */
+VMMU_API bool vmmu_dirty_iter_advance(struct vmmu_dirty_iter *it);
+
+/**
+ * vmmu_dirty_iter_extend() - slow path of vmmu_dirty_iter_next_range(): grow
+ * @range, which ends at the last bit of the current word, over the words that
+ * follow.
+ */
+VMMU_API void vmmu_dirty_iter_extend(struct vmmu_dirty_iter *it, struct vmmu_dirty_range *range);
+
+/**
  * vmmu_dirty_iter_next() - the next dirty frame, in ascending order.
- * Skips zero words without looking at their bits.
+ * Inline, so that a dense buffer costs a few instructions per frame.
  *
  * Return: true and *@gfn set, or false at the end (and on every call after).
  */
-VMMU_API bool vmmu_dirty_iter_next(struct vmmu_dirty_iter *it, vmmu_gfn_t *gfn);
+static inline bool vmmu_dirty_iter_next(struct vmmu_dirty_iter *it, vmmu_gfn_t *gfn)
+{
+	uint64_t p = it->pending;
+
+	if (!p) {
+		if (!vmmu_dirty_iter_advance(it))
+			return false;
+		p = it->pending;
+	}
+	*gfn = it->base + it->index * 64 + (uint64_t)__builtin_ctzll(p);
+	it->pending = p & (p - 1);
+	return true;
+}
 
 /**
  * vmmu_dirty_iter_next_range() - the next maximal run of consecutive dirty
  * frames, in ascending order (runs cross word boundaries). Can be mixed with
  * vmmu_dirty_iter_next(): a run starts at the next frame not yet returned.
  *
- * Return: true and *@range set, or false at the end.
+ * Return: true and *@range set, or false at the end (and on every call after).
  */
-VMMU_API bool vmmu_dirty_iter_next_range(struct vmmu_dirty_iter *it, struct vmmu_dirty_range *range);
+static inline bool vmmu_dirty_iter_next_range(struct vmmu_dirty_iter *it, struct vmmu_dirty_range *range)
+{
+	uint64_t p = it->pending, rest;
+	unsigned int bit, len;
+
+	if (!p) {
+		if (!vmmu_dirty_iter_advance(it))
+			return false;
+		p = it->pending;
+	}
+	bit = (unsigned int)__builtin_ctzll(p);
+	rest = ~(p >> bit); /* its lowest set bit ends the run */
+	len = rest ? (unsigned int)__builtin_ctzll(rest) : 64;
+	range->first = it->base + it->index * 64 + bit;
+	range->npages = len;
+	if (bit + len < 64) {
+		it->pending = p & ~(((1ULL << len) - 1) << bit);
+		return true;
+	}
+	it->pending = 0;
+	vmmu_dirty_iter_extend(it, range);
+	return true;
+}
 
 /* ------------------------------------------------------------------------- */
 /* Ring                                                                      */
@@ -258,6 +324,11 @@ struct vmmu_dirty_ring;
  *           mmap'ed ring of a fresh vCPU); owned by the caller and must outlive
  *           the ring. NULL: the library allocates and frees zeroed storage.
  * @out: receives the ring; the caller owns it (vmmu_dirty_ring_destroy()).
+ *
+ * The consumer's position starts at entry 0. To harvest KVM's ring, pass its
+ * mmap and use only vmmu_dirty_ring_harvest(): KVM is the producer, and
+ * KVM_RESET_DIRTY_RINGS is its reset (push, reset, used and soft_full track
+ * this library's own pushes only).
  *
  * Return: 0; -EINVAL (NULL @out, bad @nentries or @reserved, misaligned @storage); -ENOMEM.
  */

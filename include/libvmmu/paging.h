@@ -127,7 +127,11 @@ VMMU_API int vmmu_paging_create_npt(struct vmmu_paging **out, const struct vmmu_
 
 /**
  * vmmu_paging_update() - rebuild a first-stage context after register changes
- * (a CR0/CR3/CR4/EFER/PKRU/RFLAGS write). Recomputes only what changed.
+ * (a CR0/CR3/CR4/EFER/PKRU/RFLAGS write). Identical registers cost nothing;
+ * otherwise the precomputed masks and tables are rebuilt. PAE PDPTE registers
+ * loaded from memory are reloaded only by the writes that reload them on a
+ * CPU (CR3; CR0.PG/CD/NW; CR4.PSE/PAE/PGE/SMEP; a change of MAXPHYADDR or of
+ * the given pdptrs), so a walk keeps using the loaded values otherwise.
  *
  * Return: as vmmu_paging_create(); on error the context is unchanged.
  */
@@ -145,8 +149,14 @@ VMMU_API enum vmmu_paging_mode vmmu_paging_get_mode(const struct vmmu_paging *ct
  * @second_stage: an EPT or NPT context, borrowed (must outlive the link), or
  * NULL to walk guest tables directly in guest memory again.
  *
+ * A PAE context whose PDPTE registers come from memory (no
+ * VMMU_PAGING_F_PDPTRS) reloads them through the new second stage (a read
+ * without side effects), as the CPU loads them through EPT.
+ *
  * Return: 0; -EINVAL (@ctx NULL or itself a second stage, @second_stage not
- * a second stage).
+ * a second stage, or reserved bits in the reloaded PDPTEs); -EFAULT (PAE: the
+ * PDPT does not translate through @second_stage or is not in guest memory).
+ * On error the context is unchanged.
  */
 VMMU_API int vmmu_paging_set_nested(struct vmmu_paging *ctx, struct vmmu_paging *second_stage);
 
@@ -180,21 +190,31 @@ enum vmmu_walk_outcome {
 
 #define VMMU_WALK_MAX_LEVELS 5
 
-/** Result of vmmu_walk(). Fields not named by the outcome are zero. */
+/**
+ * Result of vmmu_walk(). Fields not named by the outcome are zero.
+ *
+ * gpte[] and gpte_gpa[] hold the first-stage entries (for a second-stage
+ * context walked on its own: its entries); in a 2-D walk gpte_gpa[] are
+ * guest-physical addresses in the guest's (first-stage) address space. When a
+ * 2-D walk faults in the second stage, level is the second-stage level where
+ * that walk stopped and levels counts the first-stage entries actually read.
+ */
 struct vmmu_walk_result {
 	vmmu_gpa_t gpa;          /**< OK: the translation of the GVA (page offset included) */
 	uint64_t page_size;      /**< OK: 4 KiB, 2 MiB, 4 MiB or 1 GiB */
-	uint8_t level;           /**< OK: level of the leaf (1 = 4 KiB table); fault: level where the walk stopped */
+	uint8_t level;           /**< OK: level of the leaf (1 = 4 KiB table; 0 with paging off); fault: level where the walk stopped */
 	uint8_t levels;          /**< number of entries read (valid in gpte[]/gpte_gpa[] from the top) */
-	uint16_t access;         /**< OK: effective VMMU_ACC_* over the path (second stage: R in ACC_USER) */
+	uint16_t access;         /**< OK: effective VMMU_ACC_* over the first-stage path (second stage walked alone: R in ACC_USER) */
 	uint32_t pad;
 	uint64_t gpte[VMMU_WALK_MAX_LEVELS];       /**< entry read at level L in [L - 1], as in memory (after A/D) */
 	vmmu_gpa_t gpte_gpa[VMMU_WALK_MAX_LEVELS]; /**< guest physical address of that entry */
 	uint64_t error_code;     /**< PAGE_FAULT: #PF error code; NPF: EXITINFO1 */
 	vmmu_gva_t cr2;          /**< PAGE_FAULT: faulting linear address; EPT_VIOLATION: the GVA if valid */
 	uint64_t exit_qualification; /**< EPT_VIOLATION */
-	vmmu_gpa_t fault_gpa;    /**< EPT_VIOLATION / EPT_MISCONFIG / NPF: the guest-physical address that faulted */
-	uint64_t reserved[4];
+	vmmu_gpa_t fault_gpa;    /**< EPT_VIOLATION / EPT_MISCONFIG / NPF: the guest-physical address that faulted
+				      (a guest table access: the address of the entry itself, as hardware reports it) */
+	vmmu_gpa_t guest_gpa;    /**< OK, nested context: the first-stage translation, before the second stage */
+	uint64_t reserved[3];
 };
 
 /**
@@ -207,10 +227,21 @@ struct vmmu_walk_result {
  * Sets A on every level and D on the leaf for a write, with compare-and-swap
  * into guest memory, only when the whole walk (both stages) succeeds; retries
  * on a lost race; never writes entries in read-only memslots; VMMU_WALK_NO_AD
- * writes nothing.
+ * writes nothing. Second-stage A/D bits are set when the second stage has
+ * them (NPT always, EPT with EPTP bit 6); guest table accesses count as
+ * writes there (EPT: only with A/D on). Guest A/D bits are written straight
+ * into memory, as KVM's walker does: their writes are not checked against
+ * second-stage write permission.
  *
- * Return: a vmmu_walk_outcome (>= 0); -EINVAL for NULL arguments or unknown
- * @access bits; -ELOOP if A/D updates lose the race too many times.
+ * VMMU_WALK_USER with VMMU_WALK_IMPLICIT is a supervisor access (U clear in
+ * the error code; EFLAGS.AC does not lift SMAP). With 32-bit and PAE paging
+ * @gva is truncated to 32 bits. An EPT violation on a guest table access made
+ * as a write (EPT A/D on) reports both read and write in the qualification,
+ * as KVM does.
+ *
+ * Return: a vmmu_walk_outcome (>= 0); -EINVAL for NULL arguments, unknown
+ * @access bits, or WRITE together with FETCH; -ELOOP if A/D updates lose the
+ * race too many times (64).
  */
 VMMU_API int vmmu_walk(struct vmmu_paging *ctx, vmmu_gva_t gva, uint32_t access, struct vmmu_walk_result *res);
 

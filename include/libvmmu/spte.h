@@ -50,6 +50,12 @@
  * only when MAXPHYADDR < 52. MMIO SPTEs are never MMU-present.
  *
  * A cleared SPTE holds VMMU_SPTE_NONPRESENT (bit 63), never 0.
+ *
+ * Not modelled (KVM has them): the L1TF relocation of high GPA bits in
+ * non-present SPTEs, memory-encryption bits (SME C-bit, TDX shared bit and the
+ * TDX MMIO value), MBEC user-execute (EPT bit 10), protection keys, and 32-bit
+ * PAE shadow roots. Marking the gfn dirty when a writable SPTE is built is the
+ * caller's job.
  */
 #ifndef LIBVMMU_SPTE_H
 #define LIBVMMU_SPTE_H
@@ -144,6 +150,7 @@ struct vmmu_spte_format_opts {
 	bool exec_only;              /**< EPT only: the CPU allows execute-only entries (XWR = 100) */
 };
 
+/** Which encoding a struct vmmu_spte_format describes. */
 enum vmmu_spte_kind {
 	VMMU_SPTE_KIND_EPT = 1,
 	VMMU_SPTE_KIND_LEGACY = 2,
@@ -465,6 +472,19 @@ static inline uint64_t vmmu_spte_wrprot_for_shadowing(const struct vmmu_spte_for
 }
 
 /**
+ * The fast path's write fix-up: set W again on an SPTE that dirty-log write
+ * protection left MMU-writable. Unchanged if it is not MMU-writable (shadowed
+ * guest table, read-only host page) or is access-tracked (restore it first:
+ * W alone would be an EPT misconfiguration). D is left for the CPU to set.
+ */
+static inline uint64_t vmmu_spte_restore_writable(const struct vmmu_spte_format *fmt, uint64_t spte)
+{
+	if (!(spte & fmt->mmu_writable) || vmmu_spte_is_access_track(fmt, spte))
+		return spte;
+	return spte | VMMU_SPTE_WRITABLE;
+}
+
+/**
  * Mark an MMU-present SPTE for access tracking (aging): clear A when A/D is on;
  * otherwise park R and X in bits 54/56 and clear R/W/X (W is not saved).
  * Other SPTEs, and already-tracked ones, are returned unchanged.
@@ -528,15 +548,17 @@ static inline bool vmmu_spte_needs_tlb_flush(const struct vmmu_spte_format *fmt,
 }
 
 /**
- * Must an MMU-present SPTE be replaced with an atomic exchange (not a plain
- * store), because hardware or a lockless path may change it and the change must
- * not be lost? KVM's spte_needs_atomic_update(): W clear but MMU-writable set
- * (the fast path may set W); A/D disabled (aging may track it, the fast path may
- * restore it); A/D on with W set and D clear (the CPU may set D). A is ignored.
+ * Must @spte, a leaf at @level, be replaced with an atomic exchange (not a
+ * plain store), because hardware or a lockless path may change it and the
+ * change must not be lost? KVM's spte_needs_atomic_update(), for MMU-present
+ * leaves only (as the TDP MMU asks it): W clear but MMU-writable set (the fast
+ * path may set W); A/D disabled (aging may track it, the fast path may restore
+ * it); A/D on with W set and D clear (the CPU may set D). A is ignored.
+ * Non-leaf, non-present, MMIO and frozen SPTEs: false.
  */
-static inline bool vmmu_spte_needs_atomic_update(const struct vmmu_spte_format *fmt, uint64_t spte)
+static inline bool vmmu_spte_needs_atomic_update(const struct vmmu_spte_format *fmt, uint64_t spte, int level)
 {
-	if (!(spte & VMMU_SPTE_MMU_PRESENT))
+	if (!(spte & VMMU_SPTE_MMU_PRESENT) || !vmmu_spte_is_leaf(fmt, spte, level))
 		return false;
 	if (!(spte & VMMU_SPTE_WRITABLE) && (spte & fmt->mmu_writable))
 		return true;
@@ -546,13 +568,14 @@ static inline bool vmmu_spte_needs_atomic_update(const struct vmmu_spte_format *
 }
 
 /**
- * Volatile: some bit of this SPTE may change under the caller, A included:
- * vmmu_spte_needs_atomic_update(), or A/D on with A clear (the CPU may set A).
- * Use it where losing an A update matters (e.g. propagating A to the host page).
+ * Volatile: some bit of @spte at @level may change under the caller, A
+ * included: vmmu_spte_needs_atomic_update(), or an MMU-present A/D-enabled SPTE
+ * (leaf or not) with A clear, which the CPU may set. Use it where losing an A
+ * update matters (e.g. propagating A to the host page).
  */
-static inline bool vmmu_spte_is_volatile(const struct vmmu_spte_format *fmt, uint64_t spte)
+static inline bool vmmu_spte_is_volatile(const struct vmmu_spte_format *fmt, uint64_t spte, int level)
 {
-	return vmmu_spte_needs_atomic_update(fmt, spte) ||
+	return vmmu_spte_needs_atomic_update(fmt, spte, level) ||
 	       ((spte & VMMU_SPTE_MMU_PRESENT) && vmmu_spte_is_ad_enabled(fmt, spte) && !(spte & fmt->accessed));
 }
 

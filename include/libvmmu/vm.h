@@ -19,8 +19,16 @@
  * for callers who want to split those steps.
  *
  * Threading: each vCPU is used by one thread at a time (vmmu_vcpu_kick() may be
- * called from any thread). Memslot changes must not race with each other.
- * Dirty-log calls may run while vCPUs run, from any thread.
+ * called from any thread). Memslot changes must not race with each other nor
+ * with dirty-log calls on the slot changed. Dirty-log calls may run while
+ * vCPUs run, from any thread; vmmu_vm_dirty_mark() from any number of threads;
+ * the calls that harvest one slot (get, peek, clear) one at a time.
+ *
+ * Ordering a VMM relies on: when vmmu_vm_dirty_get() returns, tracking is
+ * re-armed for every page it reported (RING: the rings were reset), so a
+ * guest write after the return is reported by the next call, and a write that
+ * races with the call by this call or the next. Copying the reported pages
+ * after the call therefore never misses a change (KVM's dirty_log_test rule).
  */
 #ifndef LIBVMMU_VM_H
 #define LIBVMMU_VM_H
@@ -115,7 +123,8 @@ VMMU_API int vmmu_vm_get_caps(const struct vmmu_vm *vm, struct vmmu_vm_caps *cap
  *       owns it and keeps it mapped until the slot is removed.
  * @flags: VMMU_MEMSLOT_READONLY and/or VMMU_MEMSLOT_LOG_DIRTY.
  *
- * The slot is added to the backend and to the VM's memslot mirror.
+ * The slot is added to the backend and to the VM's memslot mirror (on an
+ * error the mirror holds the same slots as before; its generation may advance).
  * Return: 0; -EINVAL (unaligned, zero size, NULL @hva, unknown flags, @id out
  * of range); -EEXIST (id in use or range overlaps); -EFAULT (@hva is not
  * mapped for @size bytes); -EOPNOTSUPP (READONLY without the capability);
@@ -228,7 +237,9 @@ VMMU_API int vmmu_vcpu_create(struct vmmu_vm *vm, uint32_t id, struct vmmu_vcpu 
 
 /**
  * vmmu_vcpu_destroy() - close the vCPU's backend resources. Later calls on the
- * handle return -EBADF. NULL is a no-op. Must not race with vmmu_vcpu_run().
+ * handle return -EBADF. NULL is a no-op. Must not race with any other call on
+ * the vCPU (run, kick). RING mode: the vCPU's ring is harvested first, so
+ * its entries still reach vmmu_vm_dirty_get().
  */
 VMMU_API void vmmu_vcpu_destroy(struct vmmu_vcpu *vcpu);
 
@@ -298,7 +309,14 @@ VMMU_API int vmmu_vcpu_run(struct vmmu_vcpu *vcpu, struct vmmu_exit *exit);
 /**
  * vmmu_vcpu_kick() - make vmmu_vcpu_run() on @vcpu return VMMU_EXIT_INTR soon,
  * from any thread. A kick that arrives before the run starts makes the next
- * run return at once. Return: 0; -EINVAL; -EOPNOTSUPP.
+ * run return at once. The thread running the vCPU must stay alive while it
+ * may be kicked.
+ *
+ * KVM backend: sets kvm_run.immediate_exit, then sends SIGRTMIN to the thread
+ * inside KVM_RUN. The library installs an empty SIGRTMIN handler (without
+ * SA_RESTART) at the first vCPU creation unless the application already
+ * handles SIGRTMIN, in which case its handler is kept and must not restart.
+ * Return: 0; -EINVAL; -EBADF; -EOPNOTSUPP.
  */
 VMMU_API int vmmu_vcpu_kick(struct vmmu_vcpu *vcpu);
 
@@ -328,16 +346,18 @@ VMMU_API int vmmu_vcpu_translate(struct vmmu_vcpu *vcpu, vmmu_gva_t gva, uint32_
  * GET_CLEAR: one get-and-clear. MANUAL: get, then clear exactly the pages
  * reported. RING: harvest every vCPU ring, reset the rings, then report (so
  * contents read after the call are at least as new as the report). Pages
- * marked with vmmu_vm_dirty_mark() are merged in.
- * Return: number of dirty pages; -EINVAL (NULL); -ENOENT (no such slot);
- * -EPERM (dirty logging is off on the slot); backend -errno.
+ * marked with vmmu_vm_dirty_mark() are merged in. Calls on one slot must not
+ * run concurrently with each other (one harvester per slot, as in KVM).
+ * Return: 0 (no count: it would cost a scan the caller makes anyway, e.g. with
+ * vmmu_dirty_iter_next()); -EINVAL (NULL); -ENOENT (no such slot); -EPERM
+ * (dirty logging is off on the slot); backend -errno.
  */
 VMMU_API int vmmu_vm_dirty_get(struct vmmu_vm *vm, uint32_t id, uint64_t *bitmap);
 
 /**
  * vmmu_vm_dirty_peek() - MANUAL only: copy the slot's dirty bitmap without
  * clearing or re-arming anything. Pages marked by the VMM are included.
- * Return: number of dirty pages; -EINVAL; -ENOENT; -EPERM; -EOPNOTSUPP (other modes).
+ * Return: 0; -EINVAL; -ENOENT; -EPERM; -EOPNOTSUPP (other modes).
  */
 VMMU_API int vmmu_vm_dirty_peek(struct vmmu_vm *vm, uint32_t id, uint64_t *bitmap);
 

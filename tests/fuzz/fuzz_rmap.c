@@ -297,7 +297,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (cache_n > CACHE_CAP)
 				cache_n = CACHE_CAP;
 		}
-		check_head(h);
+		/* every head, not just the one operated on: top-ups and trims must leave all maps alone */
+		for (unsigned int k = 0; k < HEADS; k++)
+			check_head(k);
 		fuzz_rmap_stats.ops++;
 	}
 

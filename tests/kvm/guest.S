@@ -93,4 +93,47 @@ guest_stride_start:
 	jmp 1b
 guest_stride_end:
 
+/*
+ * CPL3 accesses under test tables, with a CPL0 #PF handler that records what
+ * the CPU reported. rdi = GVA of the access list, rsi = number of entries (> 0).
+ * Entry (32 bytes): gva, kind (0 read, 1 write, 2 fetch), error code (the
+ * guest writes -1 first; the handler the #PF error code), CR2 (handler).
+ * Writes store 0xc3... (RET opcodes) so that fetched pages stay executable
+ * RETs. At the end: out %al -> port 0x12, then spin.
+ * guest_pf_handler is the IDT vector-14 entry (interrupt gate, CPL0); it
+ * resumes at the address in r15 (the next access).
+ */
+	.globl guest_pf_start, guest_pf_end, guest_pf_handler
+guest_pf_start:
+	mov %rsp, %r13
+	movabs $0xc3c3c3c3c3c3c3c3, %rax
+1:	mov (%rdi), %rbx
+	mov 8(%rdi), %rcx
+	lea 16(%rdi), %r14
+	movq $-1, (%r14)
+	lea 2f(%rip), %r15
+	cmp $1, %rcx
+	je 3f
+	cmp $2, %rcx
+	je 4f
+	mov (%rbx), %rdx
+	jmp 2f
+3:	mov %rax, (%rbx)
+	jmp 2f
+4:	call *%rbx
+2:	mov %r13, %rsp		/* a faulting call left its return address behind */
+	add $32, %rdi
+	dec %rsi
+	jnz 1b
+	out %al, $0x12
+5:	jmp 5b
+guest_pf_handler:
+	pop %rdx		/* error code */
+	mov %rdx, (%r14)
+	mov %cr2, %rdx
+	mov %rdx, 8(%r14)
+	mov %r15, (%rsp)	/* return to the next access */
+	iretq
+guest_pf_end:
+
 	.section .note.GNU-stack,"",@progbits

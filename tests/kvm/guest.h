@@ -46,6 +46,7 @@ extern const char guest_io_start[], guest_io_end[];
 extern const char guest_dirty_start[], guest_dirty_end[];
 extern const char guest_notify_start[], guest_notify_end[];
 extern const char guest_stride_start[], guest_stride_end[];
+extern const char guest_pf_start[], guest_pf_end[], guest_pf_handler[];
 
 struct guest {
 	struct vmmu_vm *vm;
@@ -72,6 +73,22 @@ static inline void guest_skip_without_kvm(void)
 
 	if (err) {
 		printf("SKIP: /dev/kvm cannot be opened: %s\n", strerror(-err));
+		fflush(stdout);
+		exit(77);
+	}
+}
+
+/* Tests: exit 77 (SKIP) with the reason when the library has no guest walker (no VMMU_CAP_TRANSLATE). */
+static inline void guest_skip_without_walker(void)
+{
+	struct vmmu_vm_caps caps = { .size = sizeof(caps) };
+	struct vmmu_vm *vm;
+
+	if (vmmu_vm_create(&vm, "kvm", NULL) || vmmu_vm_get_caps(vm, &caps))
+		exit(1);
+	vmmu_vm_destroy(vm);
+	if (!(caps.flags & VMMU_CAP_TRANSLATE)) {
+		printf("SKIP: this library was built without the guest page walker (src/paging.c)\n");
 		fflush(stdout);
 		exit(77);
 	}
@@ -115,6 +132,15 @@ static inline void guest_build_tables(struct guest *g)
 	gdt[6] = GUEST_TSS >> 32;
 	/* TSS.RSP0: where a CPL3 -> CPL0 interrupt switches its stack. */
 	memcpy(g->mem + GUEST_TSS + 4, &(uint64_t){ GUEST_STACK_TOP - 0x8000 }, 8);
+}
+
+/* IDT vector @vec: a 64-bit interrupt gate (DPL 0) to @handler in the kernel code segment. */
+static inline void guest_set_idt_gate(struct guest *g, int vec, uint64_t handler)
+{
+	uint64_t *gate = guest_u64(g, GUEST_IDT + (uint64_t)vec * 16);
+
+	gate[0] = (handler & 0xffff) | ((uint64_t)SEL_KCODE << 16) | (0x8eULL << 40) | ((handler >> 16 & 0xffff) << 48);
+	gate[1] = handler >> 32;
 }
 
 /* Registers to enter @entry at @cpl in long mode with paging. */

@@ -5,6 +5,7 @@
  * KVM_RUN from another thread, registers round trip.
  */
 #include <pthread.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include <libvmmu/hvf.h>
@@ -157,6 +158,78 @@ static void test_readonly_slot_reads_in_place_writes_exit(void **state)
 	vmmu_guestmem_finish(&m);
 }
 
+
+static void test_triple_fault_is_shutdown(void **state)
+{
+	static const char ud2[] = "\x0f\x0b"; /* #UD with an empty IDT: #GP, #DF, then a triple fault */
+	struct guest g;
+	struct vmmu_exit e;
+
+	(void)state;
+	assert_int_equal(guest_create(&g, NULL, ud2, ud2 + 2, 3), 0);
+	assert_int_equal(vmmu_vcpu_run(g.vcpu, &e), 0);
+	assert_int_equal(e.reason, VMMU_EXIT_SHUTDOWN);
+	guest_destroy(&g);
+}
+
+static void test_guest_memory_kinds(void **state)
+{
+	struct log_capture logc;
+	struct vmmu_guestmem a, b, c;
+	int fd = memfd_create("vmmu-test", MFD_CLOEXEC);
+	long huge = 0;
+	FILE *f;
+
+	(void)state;
+	/* Anonymous: 2 MiB aligned (for THP), prefaulted or not, writable. */
+	assert_int_equal(vmmu_guestmem_init(&a, 6 << 20, VMMU_GUESTMEM_DEFAULT), 0);
+	assert_int_equal((uintptr_t)a.hva % (2 << 20), 0);
+	assert_int_equal(a.fd, -1);
+	memset(a.hva, 1, a.size);
+	assert_int_equal(vmmu_guestmem_init(&b, 8192, VMMU_GUESTMEM_NO_THP), 0);
+	memset(b.hva, 1, b.size);
+	vmmu_guestmem_finish(&b);
+	assert_null(b.hva);
+	vmmu_guestmem_finish(&b); /* twice is harmless */
+
+	/* The caller's memfd: shared, so two mappings see each other. */
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 3 * 4096), 0);
+	assert_int_equal(vmmu_guestmem_init_fd(&b, fd, 4096, 2 * 4096, VMMU_GUESTMEM_PREFAULT), 0);
+	assert_int_equal(vmmu_guestmem_init_fd(&c, fd, 0, 3 * 4096, 0), 0);
+	((char *)b.hva)[5] = 42;
+	assert_int_equal(((char *)c.hva)[4096 + 5], 42);
+	assert_int_equal(b.fd, fd);
+
+	/* hugetlbfs: works where the host has 2 MiB pages reserved, else -ENOMEM with a log line. */
+	f = fopen("/proc/sys/vm/nr_hugepages", "r");
+	if (f) {
+		if (fscanf(f, "%ld", &huge) != 1)
+			huge = 0;
+		fclose(f);
+	}
+	vmmu_guestmem_finish(&c);
+	log_capture_start(&logc);
+	if (huge >= 1) {
+		assert_int_equal(vmmu_guestmem_init(&c, 2 << 20, VMMU_GUESTMEM_HUGETLB), 0);
+		vmmu_guestmem_finish(&c);
+	} else {
+		assert_int_equal(vmmu_guestmem_init(&c, 2 << 20, VMMU_GUESTMEM_HUGETLB), -ENOMEM);
+		assert_int_equal(logc.lines, 1);
+	}
+	/* Bad sizes and flags. */
+	assert_int_equal(vmmu_guestmem_init(&c, 4096, VMMU_GUESTMEM_HUGETLB), -EINVAL);
+	assert_int_equal(vmmu_guestmem_init(&c, 100, 0), -EINVAL);
+	assert_int_equal(vmmu_guestmem_init(&c, 4096, 1u << 9), -EINVAL);
+	assert_int_equal(vmmu_guestmem_init_fd(&c, -1, 0, 4096, 0), -EINVAL);
+	log_capture_stop();
+
+	vmmu_guestmem_finish(&a);
+	vmmu_guestmem_finish(&b);
+	vmmu_guestmem_finish(&c);
+	close(fd);
+}
+
 static void *kicker(void *arg)
 {
 	struct timespec ts = { 0, 20 * 1000 * 1000 };
@@ -215,6 +288,8 @@ int main(void)
 		cmocka_unit_test(test_hlt_at_cpl0),
 		cmocka_unit_test(test_io_and_mmio_exits_carry_data),
 		cmocka_unit_test(test_readonly_slot_reads_in_place_writes_exit),
+		cmocka_unit_test(test_triple_fault_is_shutdown),
+		cmocka_unit_test(test_guest_memory_kinds),
 		cmocka_unit_test(test_kick_from_another_thread),
 		cmocka_unit_test(test_sregs_round_trip),
 	};

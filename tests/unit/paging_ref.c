@@ -179,7 +179,10 @@ static bool ept_translate(const struct vmmu_memslots *mem, const struct ref_tdp 
 		uint64_t size = 1ULL << (12 + 9 * (level - 1));
 
 		*res = (e & 0x000ffffffffff000ULL & ~(size - 1)) | (gpa & (size - 1));
+		out->tdp_page_size = size;
 	}
+	out->tdp_level = level;
+	out->tdp_access = (r_all ? VMMU_ACC_USER : 0) | (w_all ? VMMU_ACC_WRITE : 0) | (x_all ? VMMU_ACC_EXEC : 0);
 	if (ad) {
 		/* the caller sets these only if the whole walk succeeds: mark them now in a scratch way */
 		for (unsigned int i = first; i < out->n; i++) {
@@ -271,7 +274,10 @@ static bool npt_translate(const struct vmmu_memslots *mem, const struct ref_tdp 
 		uint64_t size = 1ULL << (12 + 9 * (level - 1));
 
 		*res = (e & 0x000ffffffffff000ULL & ~(size - 1)) | (gpa & (size - 1));
+		out->tdp_page_size = size;
 	}
+	out->tdp_level = level;
+	out->tdp_access = (w_all ? VMMU_ACC_WRITE : 0) | (u_all ? VMMU_ACC_USER : 0) | (nx_any ? 0 : VMMU_ACC_EXEC);
 	for (unsigned int i = first; i < out->n; i++)
 		out->e[i].after |= B(5) | (i == out->n - 1 && write ? B(6) : 0);
 	return true;
@@ -340,6 +346,9 @@ void ref_walk_tdp(const struct vmmu_memslots *mem, const struct ref_tdp *tdp, ui
 	}
 	out->outcome = VMMU_WALK_OK;
 	out->gpa = res;
+	out->page_size = out->tdp_page_size;
+	out->level = out->tdp_level;
+	out->access = out->tdp_access;
 }
 
 /* ---- first stage ---- */

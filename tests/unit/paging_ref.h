@@ -35,6 +35,9 @@ struct ref_out {
 	uint64_t cr2;
 	uint64_t exit_qualification;
 	vmmu_gpa_t fault_gpa;
+	/* the last successful second-stage translation */
+	uint64_t tdp_page_size;
+	unsigned int tdp_level, tdp_access;
 	unsigned int n;               /* entries read, both stages, in order */
 	struct ref_entry e[REF_MAX_ENTRIES];
 };

@@ -197,6 +197,61 @@ static void test_get_and_clear(void **state)
 	vmmu_dirty_bitmap_destroy(bm);
 }
 
+static void rearm_count(uint32_t slot, uint64_t offset, uint64_t mask, void *opaque)
+{
+	(void)slot;
+	assert_true(mask != 0 && offset % 64 == 0);
+	++*(unsigned int *)opaque;
+}
+
+/*
+ * Bitmaps of 4 MiB and more are copied out with streaming stores until the
+ * first word that needs a locked exchange: check every word on both sides of
+ * that switch, and get's copy, against what was marked.
+ */
+static void test_large_copy_out(void **state)
+{
+	const uint64_t npages = (1ULL << 25) + 100; /* a 4 MiB bitmap and a partial last word */
+	const uint64_t nw = VMMU_DIRTY_WORDS(npages);
+	struct vmmu_dirty_bitmap *bm = new_bitmap(0, npages, 0);
+	uint64_t *buf = malloc(nw * 8);
+	unsigned int reports = 0;
+
+	(void)state;
+	assert_non_null(buf);
+	/* all-dirty words (stored, streamed), one mixed word (the switch), then more of both */
+	assert_int_equal(vmmu_dirty_bitmap_mark_range(bm, 0, 64 * 1000), 0);
+	assert_int_equal(vmmu_dirty_bitmap_mark(bm, 64 * 300000 + 5), 0);
+	assert_int_equal(vmmu_dirty_bitmap_mark_range(bm, 64 * 400000, 64 * 2), 0);
+	assert_int_equal(vmmu_dirty_bitmap_mark(bm, npages - 1), 0);
+	for (int pass = 0; pass < 2; pass++) {
+		memset(buf, 0xa5, nw * 8);
+		if (pass == 0)
+			assert_int_equal(vmmu_dirty_bitmap_get(bm, buf), 64 * 1002 + 2);
+		else
+			assert_int_equal(vmmu_dirty_bitmap_get_and_clear(bm, buf, rearm_count, &reports), 64 * 1002 + 2);
+		for (uint64_t i = 0; i < nw; i++) {
+			uint64_t want = i < 1000 || i == 400000 || i == 400001 ? ~0ULL : 0;
+
+			if (i == 300000)
+				want = 1ULL << 5;
+			if (i == nw - 1)
+				want = 1ULL << 35; /* page npages - 1 = bit 99 - 64 */
+			if (buf[i] != want)
+				fail_msg("pass %d word %llu: 0x%llx, want 0x%llx", pass, (unsigned long long)i,
+					 (unsigned long long)buf[i], (unsigned long long)want);
+		}
+	}
+	assert_int_equal(reports, 1000 + 1 + 2 + 1);
+	assert_int_equal(vmmu_dirty_bitmap_get(bm, buf), 0);
+	memset(buf, 0xa5, nw * 8);
+	assert_int_equal(vmmu_dirty_bitmap_get_and_clear(bm, buf, NULL, NULL), 0);
+	for (uint64_t i = 0; i < nw; i++)
+		assert_int_equal(buf[i], 0);
+	free(buf);
+	vmmu_dirty_bitmap_destroy(bm);
+}
+
 static void test_get_keeps_bits(void **state)
 {
 	struct vmmu_dirty_bitmap *bm = new_bitmap(0, 64, 0);
@@ -506,10 +561,10 @@ static void test_iter_model(void **state)
 	uint64_t seed = 99;
 
 	(void)state;
-	for (int round = 0; round < 300; round++) {
-		uint64_t npages = 1 + test_rand64(&seed) % 600;
+	for (int round = 0; round < 1000; round++) {
+		uint64_t npages = 1 + test_rand64(&seed) % (round % 2 ? 5000 : 600);
 		uint64_t base = test_rand64(&seed) % 4096;
-		uint64_t w[10];
+		uint64_t w[VMMU_DIRTY_WORDS(5000)];
 		struct vmmu_dirty_iter it;
 		struct vmmu_dirty_range r;
 		unsigned int density = test_rand64(&seed) % 4;
@@ -518,10 +573,13 @@ static void test_iter_model(void **state)
 		struct model m;
 
 		model_init(&m, npages);
-		/* runs of random lengths: sparse, medium, dense, full */
+		/* runs of random lengths: sparse, medium, dense, long runs (many full words), all set */
 		for (uint64_t p = 0; p < npages;) {
-			uint64_t len = 1 + test_rand64(&seed) % (density == 3 ? 200 : 70);
-			bool set = density == 3 || test_rand64(&seed) % 4 < density;
+			uint64_t len = 1 + test_rand64(&seed) % (density == 3 ? 1500 : 70);
+			bool set = density == 3 ? test_rand64(&seed) % 5 != 0 : test_rand64(&seed) % 4 < density;
+
+			if (round % 25 == 0)
+				set = true;
 
 			for (uint64_t q = p; q < p + len && q < npages; q++)
 				m.page[q] = set;
@@ -572,6 +630,7 @@ int main(void)
 		cmocka_unit_test(test_mark_rejects),
 		cmocka_unit_test(test_mark_range_model),
 		cmocka_unit_test(test_get_and_clear),
+		cmocka_unit_test(test_large_copy_out),
 		cmocka_unit_test(test_get_keeps_bits),
 		cmocka_unit_test(test_null_args),
 		cmocka_unit_test(test_clear_rules),

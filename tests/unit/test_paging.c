@@ -658,6 +658,41 @@ static void test_update(void **state)
 	fixture_fini(&f);
 }
 
+/* Memslot changes after the context was built: walks follow the current slots. */
+static void test_memslot_changes(void **state)
+{
+	struct fixture f;
+	struct vmmu_walk_result res;
+	uint8_t *copy;
+
+	(void)state;
+	fixture_init(&f, 4);
+	ref_map(&f.g, f.root, 4, 0x1000, 0x5000, 1, PWU | A, PWU | A);
+	fixture_ctx(&f);
+	assert_int_equal(vmmu_walk(f.ctx, 0x1000, 0, &res), VMMU_WALK_OK);
+	/* the tables move away: the root is no longer guest memory */
+	assert_int_equal(vmmu_memslots_move(f.g.mem, 0, 0x40000000), 0);
+	assert_int_equal(vmmu_walk(f.ctx, 0x1000, 0, &res), VMMU_WALK_PAGE_FAULT);
+	assert_int_equal(res.error_code, 0);
+	assert_int_equal(res.level, 4);
+	/* the same GPAs backed by other host memory holding other tables */
+	copy = mmap(NULL, GUEST_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(copy != MAP_FAILED);
+	memcpy(copy, f.g.ram, GUEST_SIZE);
+	assert_int_equal(vmmu_memslots_add(f.g.mem, 7, GUEST_BASE, GUEST_SIZE, copy, 0), 0);
+	assert_int_equal(vmmu_walk(f.ctx, 0x1000, VMMU_WALK_NO_AD, &res), VMMU_WALK_OK);
+	assert_int_equal(res.gpa, 0x5000);
+	((uint64_t *)copy)[(res.gpte_gpa[0] - GUEST_BASE) / 8] = 0x6000 | PWU | A;
+	assert_int_equal(vmmu_walk(f.ctx, 0x1000, VMMU_WALK_NO_AD, &res), VMMU_WALK_OK);
+	assert_int_equal(res.gpa, 0x6000);
+	assert_int_equal(vmmu_memslots_remove(f.g.mem, 7), 0);
+	munmap(copy, GUEST_SIZE);
+	assert_int_equal(vmmu_memslots_move(f.g.mem, 0, GUEST_BASE), 0);
+	assert_int_equal(vmmu_walk(f.ctx, 0x1000, 0, &res), VMMU_WALK_OK);
+	assert_int_equal(res.gpa, 0x5000);
+	fixture_fini(&f);
+}
+
 /*
  * Two walkers setting A/D while a third thread flips an ignored bit (bit 9) in
  * the same entries and clears A/D: with compare-and-swap no flip may be lost.
@@ -738,6 +773,7 @@ int main(void)
 		cmocka_unit_test(test_accessed_dirty),
 		cmocka_unit_test(test_bad_tables),
 		cmocka_unit_test(test_update),
+		cmocka_unit_test(test_memslot_changes),
 		cmocka_unit_test(test_ad_race),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

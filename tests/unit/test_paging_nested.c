@@ -150,7 +150,7 @@ static int walk2(struct nest *n, uint64_t gva, uint32_t access, struct vmmu_walk
 	ret = vmmu_walk(n->guest, gva, access, res);
 	if (ret != ref.outcome || res->error_code != ref.error_code || res->exit_qualification != ref.exit_qualification ||
 	    res->fault_gpa != ref.fault_gpa || res->cr2 != ref.cr2 ||
-	    (ret == VMMU_WALK_OK && (res->gpa != ref.gpa || res->reserved[0] != ref.guest_gpa)) ||
+	    (ret == VMMU_WALK_OK && (res->gpa != ref.gpa || res->guest_gpa != ref.guest_gpa)) ||
 	    ref_check_memory(n->g.mem, &ref) >= 0) {
 		print_message("gva 0x%llx access 0x%x: walker %d ec 0x%llx qual 0x%llx gpa 0x%llx fault 0x%llx; "
 			      "reference %d ec 0x%llx qual 0x%llx gpa 0x%llx fault 0x%llx; memory entry %d\n",
@@ -179,7 +179,7 @@ static void test_ept_basic(void **state)
 	nest_ctx(&n);
 	assert_int_equal(walk2(&n, GVA, VMMU_WALK_WRITE, &res), VMMU_WALK_OK);
 	assert_int_equal(res.gpa, L2_AT + data + 0xabc);
-	assert_int_equal(res.reserved[0], data + 0xabc);
+	assert_int_equal(res.guest_gpa, data + 0xabc);
 	assert_int_equal(res.gpte_gpa[3], n.l2_root + 254 * 8); /* entry addresses are guest (L2) GPAs */
 	/* guest A/D set in L2 memory; EPT A/D off: EPT entries untouched */
 	assert_int_equal(*l2_ptr(&n, ent[0]), data | PWU | A | D);
@@ -357,6 +357,54 @@ static void test_ept_ad(void **state)
 	nest_fini(&n);
 }
 
+/* 5-level EPT and NPT walked on their own: 57-bit GPAs, 1 GiB leaves where supported. */
+static void test_tdp_5level(void **state)
+{
+	struct ref_guest g;
+	struct vmmu_paging *ept = NULL, *npt = NULL;
+	struct vmmu_walk_result res;
+	struct ref_out ref;
+	vmmu_gpa_t root;
+	uint64_t gpa = 0x00f0123456789abcULL;
+
+	(void)state;
+	assert_int_equal(ref_guest_init(&g, L1_BASE, L1_SIZE), 0);
+	root = ref_guest_alloc(&g);
+	ref_map(&g, root, 5, gpa, 0x40000000, 3, EPT_RWX, EPT_RWX | EPT_WB);
+	{
+		struct vmmu_ept_config cfg = { .eptp = root | (4 << 3) | 6, .maxphyaddr = 52, .flags = VMMU_EPT_F_1G };
+		struct ref_tdp t = { .ept = true, .eptp = cfg.eptp, .ept_flags = cfg.flags, .maxphyaddr = 52 };
+
+		assert_int_equal(vmmu_paging_create_ept(&ept, g.mem, &cfg), 0);
+		assert_int_equal(vmmu_paging_get_mode(ept), VMMU_PAGING_EPT5);
+		ref_walk_tdp(g.mem, &t, gpa, VMMU_WALK_FETCH, &ref);
+		assert_int_equal(vmmu_walk(ept, gpa, VMMU_WALK_FETCH, &res), VMMU_WALK_OK);
+		assert_int_equal(ref.outcome, VMMU_WALK_OK);
+		assert_int_equal(res.gpa, 0x40000000 + (gpa & ((1ULL << 30) - 1)));
+		assert_int_equal(res.gpa, ref.gpa);
+		assert_int_equal(res.page_size, 1ULL << 30);
+		assert_int_equal(res.levels, 3);
+		/* without 1 GiB support the same leaf is a misconfiguration */
+		vmmu_paging_destroy(ept);
+		cfg.flags = 0;
+		assert_int_equal(vmmu_paging_create_ept(&ept, g.mem, &cfg), 0);
+		assert_int_equal(vmmu_walk(ept, gpa, 0, &res), VMMU_WALK_EPT_MISCONFIG);
+		assert_int_equal(vmmu_walk(ept, 1ULL << 57, 0, &res), VMMU_WALK_EPT_VIOLATION);
+	}
+	{
+		struct vmmu_npt_config cfg = { .ncr3 = root, .levels = 5, .maxphyaddr = 52, .nxe = 1, .gbpages = 1 };
+
+		assert_int_equal(vmmu_paging_create_npt(&npt, g.mem, &cfg), 0);
+		assert_int_equal(vmmu_paging_get_mode(npt), VMMU_PAGING_5LEVEL);
+		/* EPT bits read as P|W|U with no NX: a user read is fine, bits 5:3 (WB) set A and PWT/PCD */
+		assert_int_equal(vmmu_walk(npt, gpa, VMMU_WALK_WRITE, &res), VMMU_WALK_OK);
+		assert_int_equal(res.access, VMMU_ACC_ALL);
+	}
+	vmmu_paging_destroy(ept);
+	vmmu_paging_destroy(npt);
+	ref_guest_fini(&g);
+}
+
 /* NPT: EXITINFO1 for U=0, W=0, NX and not-present, on the final page and on table pages. */
 static void test_npt(void **state)
 {
@@ -443,7 +491,7 @@ static void test_nested_pae_and_off(void **state)
 	assert_int_equal(res.level, 3);
 	assert_int_equal(vmmu_paging_update(n.guest, &n.regs), 0);
 	assert_int_equal(vmmu_walk(n.guest, 0x200000 + 0x5123, 0, &res), VMMU_WALK_OK);
-	assert_int_equal(res.reserved[0], 0x5123);
+	assert_int_equal(res.guest_gpa, 0x5123);
 	assert_int_equal(res.gpa, L2_AT + 0x5123);
 	assert_int_equal(res.page_size, 2ULL << 20);
 	(void)data;
@@ -516,6 +564,7 @@ int main(void)
 		cmocka_unit_test(test_ept_misconfig),
 		cmocka_unit_test(test_ept_paging_structure),
 		cmocka_unit_test(test_ept_ad),
+		cmocka_unit_test(test_tdp_5level),
 		cmocka_unit_test(test_npt),
 		cmocka_unit_test(test_nested_pae_and_off),
 		cmocka_unit_test(test_nested_random),

@@ -9,12 +9,15 @@
  * adding it, and unmarks it only after removing it. Because the lock bit
  * orders readers against every list change, a reader must only ever see SPTEs
  * marked for the head it walks, each at most once per walk. Run it under
- * ThreadSanitizer too (meson setup build-tsan -Db_sanitize=thread).
+ * ThreadSanitizer too (meson setup build-tsan -Db_sanitize=thread). A second
+ * test holds a reader inside a walk and checks that a writer waits for it.
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <time.h>
 
 #include "helpers.h"
 #include <libvmmu/rmap.h>
@@ -196,9 +199,66 @@ static void test_lockless_readers(void **state)
 	vmmu_rmap_cache_destroy(w.cache);
 }
 
+/* A reader inside a walk holds the head: a writer's remove waits until the walk is over. */
+struct slow_walk {
+	struct vmmu_rmap_head *head;
+	atomic_int inside, leaving;
+};
+
+static int slow_visit(uint64_t *sptep, void *opaque)
+{
+	struct slow_walk *sw = opaque;
+	struct timespec ts = { 0, 20 * 1000 * 1000 };
+
+	(void)sptep;
+	if (atomic_load(&sw->inside))
+		return 0;
+	atomic_store(&sw->inside, 1);
+	nanosleep(&ts, NULL);
+	atomic_store(&sw->leaving, 1);
+	return 0;
+}
+
+static void *slow_reader(void *arg)
+{
+	struct slow_walk *sw = arg;
+
+	vmmu_rmap_walk_lockless(sw->head, slow_visit, sw);
+	return NULL;
+}
+
+static void test_writer_waits_for_reader(void **state)
+{
+	static const unsigned int sizes[] = { 1, 3, 20 };
+	struct vmmu_rmap_cache *c;
+
+	(void)state;
+	assert_int_equal(vmmu_rmap_cache_create(&c, 4), 0);
+	for (unsigned int k = 0; k < 3; k++) {
+		struct vmmu_rmap_head h = VMMU_RMAP_HEAD_INIT;
+		struct slow_walk sw = { .head = &h };
+		pthread_t t;
+
+		assert_int_equal(vmmu_rmap_cache_topup(c, 2), 0);
+		for (unsigned int i = 0; i < sizes[k]; i++)
+			assert_int_equal(vmmu_rmap_add(&h, spte_ptr(i), c), (int)i + 1);
+		assert_int_equal(pthread_create(&t, NULL, slow_reader, &sw), 0);
+		while (!atomic_load(&sw.inside))
+			sched_yield();
+		assert_int_equal(vmmu_rmap_remove(&h, spte_ptr(0), c), (int)sizes[k] - 1);
+		assert_int_equal(atomic_load(&sw.leaving), 1);
+		pthread_join(t, NULL);
+		for (unsigned int i = 1; i < sizes[k]; i++)
+			assert_true(vmmu_rmap_remove(&h, spte_ptr(i), c) >= 0);
+		assert_int_equal(h.word, 0);
+	}
+	vmmu_rmap_cache_destroy(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_writer_waits_for_reader),
 		cmocka_unit_test(test_lockless_readers),
 	};
 

@@ -21,8 +21,8 @@ struct fuzz_rmap_stats {
 };
 extern struct fuzz_rmap_stats fuzz_rmap_stats;
 
-#define OPS_PER_RUN 6000
-#define RUNS 24
+#define OPS_PER_RUN 8000
+#define RUNS 48
 
 enum phase { GROW, CHURN, SHRINK };
 

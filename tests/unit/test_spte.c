@@ -200,6 +200,56 @@ static void test_make_leaf_all_inputs(void **state)
 	assert_true(built > 100000 && refused > 100000);
 }
 
+/* The public bit macros say what the facts sheet's tables say. */
+static void test_public_constants(void **state)
+{
+	const struct {
+		uint64_t macro, fact;
+	} c[] = {
+		{ VMMU_SPTE_EPT_R, F_EPT_R },
+		{ VMMU_SPTE_EPT_W, F_EPT_W },
+		{ VMMU_SPTE_EPT_X, F_EPT_X },
+		{ VMMU_SPTE_EPT_MT_MASK, B(5) | B(4) | B(3) },
+		{ VMMU_SPTE_EPT_IPAT, F_EPT_IPAT },
+		{ VMMU_SPTE_EPT_A, F_EPT_A },
+		{ VMMU_SPTE_EPT_D, F_EPT_D },
+		{ VMMU_SPTE_EPT_SAVED_MASK, B(54) | B(56) },
+		{ VMMU_SPTE_EPT_HOST_WRITABLE, F_EPT_HOSTW },
+		{ VMMU_SPTE_EPT_MMU_WRITABLE, F_EPT_MMUW },
+		{ VMMU_SPTE_EPT_SUPPRESS_VE, F_EPT_SVE },
+		{ VMMU_SPTE_AD_MASK, B(53) | B(52) },
+		{ VMMU_SPTE_AD_DISABLED, F_AD_DISABLED },
+		{ VMMU_SPTE_AD_WRPROT_ONLY, F_AD_WRPROT },
+		{ VMMU_SPTE_LEGACY_P, F_P },
+		{ VMMU_SPTE_LEGACY_W, F_W },
+		{ VMMU_SPTE_LEGACY_U, F_U },
+		{ VMMU_SPTE_LEGACY_A, F_A },
+		{ VMMU_SPTE_LEGACY_D, F_D },
+		{ VMMU_SPTE_LEGACY_HOST_WRITABLE, F_HOSTW },
+		{ VMMU_SPTE_LEGACY_MMU_WRITABLE, F_MMUW },
+		{ VMMU_SPTE_LEGACY_NX, F_NX },
+		{ VMMU_SPTE_PS, F_PS },
+		{ VMMU_SPTE_MMU_PRESENT, F_MMU_PRESENT },
+		{ VMMU_SPTE_PFN_MASK, RANGE(51, 12) },
+		{ VMMU_SPTE_NONPRESENT, B(63) },
+		{ VMMU_SPTE_FROZEN, B(63) | 0x5a0 },
+		{ VMMU_SPTE_MMIO_GEN_LOW_MASK, RANGE(10, 3) },
+		{ VMMU_SPTE_MMIO_GEN_HIGH_MASK, RANGE(62, 52) },
+		{ VMMU_SPTE_EPT_MMIO_VALUE, 6 },
+		{ VMMU_SPTE_EPT_MMIO_MASK, 7 | B(63) },
+		{ VMMU_SPTE_LEGACY_MMIO_VALUE, B(51) | B(0) },
+		{ VMMU_SPTE_LEGACY_MMIO_MASK, B(51) | B(0) },
+		{ VMMU_SPTE_LEGACY_MMIO_ACCESS, B(1) | B(2) },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < N_OF(c); i++) {
+		if (c[i].macro != c[i].fact)
+			fail_msg("constant %zu: 0x%llx, facts sheet 0x%llx", i, (unsigned long long)c[i].macro,
+				 (unsigned long long)c[i].fact);
+	}
+}
+
 /* Fixed values typed in from the layout table. */
 static void test_layout_examples(void **state)
 {
@@ -399,6 +449,7 @@ static void test_rsvd_ept_mt_xwr(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_public_constants),
 		cmocka_unit_test(test_layout_examples),
 		cmocka_unit_test(test_make_leaf_all_inputs),
 		cmocka_unit_test(test_make_rejects),

@@ -55,7 +55,7 @@ static void check_marker(const struct mfmt *t, const struct vmmu_spte_format *f,
 	assert_true(vmmu_spte_is_mmio(f, s));
 	assert_false(vmmu_spte_is_present(f, s));
 	assert_false(vmmu_spte_is_shadow_present(f, s));
-	assert_false(vmmu_spte_needs_atomic_update(f, s));
+	assert_false(vmmu_spte_needs_atomic_update(f, s, 1));
 	for (int level = 1; level <= 5; level++)
 		assert_true(vmmu_spte_is_rsvd(f, s, level)); /* the access must fault */
 }

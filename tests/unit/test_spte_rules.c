@@ -77,6 +77,19 @@ static void test_write_protect(void **state)
 		assert_int_equal(vmmu_spte_to_access(f, t), VMMU_ACC_ALL & ~VMMU_ACC_WRITE);
 		assert_false(vmmu_spte_is_rsvd(f, d, 1));
 		assert_false(vmmu_spte_is_rsvd(f, t, 1));
+		/* the fast path undoes dirty-log protection only */
+		assert_true(vmmu_spte_restore_writable(f, d) == s);
+		assert_true(vmmu_spte_restore_writable(f, t) == t);
+		assert_true(vmmu_spte_restore_writable(f, s) == s);
+		s = leaf(k, 0x1000, 1, VMMU_ACC_ALL, VMMU_SPTE_HOST_WRITABLE); /* write refused: 100 */
+		assert_true(vmmu_spte_restore_writable(f, s) == s);
+		s = leaf(k, 0x1000, 1, VMMU_ACC_ALL, RW | VMMU_SPTE_PREFETCH); /* tracked when A/D is off */
+		if (!bitsof[k].ad) {
+			assert_true(vmmu_spte_restore_writable(f, s) == s);
+			s = vmmu_spte_restore_access_track(f, s);
+		}
+		assert_true(vmmu_spte_is_writable(f, vmmu_spte_restore_writable(f, s)));
+		assert_false(vmmu_spte_is_rsvd(f, vmmu_spte_restore_writable(f, s), 1));
 	}
 }
 
@@ -157,13 +170,13 @@ static bool ref_flush(int k, uint64_t old, uint64_t new, int level)
 	return ((old & bitsof[k].mmuw) && !(new & bitsof[k].mmuw)) || moved;
 }
 
-/* Facts 2.7. */
-static bool ref_atomic(int k, uint64_t s)
+/* Facts 2.7, for leaves (as the TDP MMU asks it). */
+static bool ref_atomic(int k, uint64_t s, int level)
 {
 	bool w = s & B(1), mmuw = s & bitsof[k].mmuw, d = s & bitsof[k].d;
 	bool ad_off = bitsof[k].ept && ((s >> 52) & 3) == 1;
 
-	if (!(s & B(11)))
+	if (!(s & B(11)) || (level > 1 && !(s & B(7))))
 		return false;
 	return (!w && mmuw) || ad_off || (w && !d);
 }
@@ -209,11 +222,15 @@ static void test_flush_and_atomic_reference(void **state)
 
 		assert_true(n > 100 && n < 1024);
 		for (size_t i = 0; i < n; i++) {
-			assert_int_equal(vmmu_spte_needs_atomic_update(f, s[i]), ref_atomic(k, s[i]));
-			/* volatile = needs atomic update, or the CPU may still set A */
-			assert_int_equal(vmmu_spte_is_volatile(f, s[i]),
-					 ref_atomic(k, s[i]) || ((s[i] & B(11)) && bitsof[k].ad &&
-								  ((s[i] >> 52) & 3) != 1 && !(s[i] & bitsof[k].a)));
+			for (int level = 1; level <= 2; level++) {
+				bool atomic = ref_atomic(k, s[i], level);
+
+				assert_int_equal(vmmu_spte_needs_atomic_update(f, s[i], level), atomic);
+				/* volatile = needs atomic update, or the CPU may still set A */
+				assert_int_equal(vmmu_spte_is_volatile(f, s[i], level),
+						 atomic || ((s[i] & B(11)) && ((s[i] >> 52) & 3) != 1 &&
+							    !(s[i] & bitsof[k].a)));
+			}
 			for (size_t j = 0; j < n; j++)
 				for (int level = 1; level <= 2; level++) {
 					bool want = ref_flush(k, s[i], s[j], level);
@@ -275,22 +292,32 @@ static void test_atomic_cases(void **state)
 		bool ad = bitsof[k].ad;
 
 		s = leaf(k, 1, 1, VMMU_ACC_ALL, RW); /* W, D pre-set */
-		assert_int_equal(vmmu_spte_needs_atomic_update(f, s), !ad);
-		assert_int_equal(vmmu_spte_needs_atomic_update(f, s & ~bitsof[k].d), true); /* CPU may set D */
-		assert_true(vmmu_spte_needs_atomic_update(f, vmmu_spte_wrprot_for_dirty_log(f, s))); /* fast path */
-		assert_int_equal(vmmu_spte_needs_atomic_update(f, vmmu_spte_wrprot_for_shadowing(f, s)), !ad);
+		assert_int_equal(vmmu_spte_needs_atomic_update(f, s, 1), !ad);
+		assert_int_equal(vmmu_spte_needs_atomic_update(f, s & ~bitsof[k].d, 1), true); /* CPU may set D */
+		assert_true(vmmu_spte_needs_atomic_update(f, vmmu_spte_wrprot_for_dirty_log(f, s), 1)); /* fast path */
+		assert_int_equal(vmmu_spte_needs_atomic_update(f, vmmu_spte_wrprot_for_shadowing(f, s), 1), !ad);
 		s = leaf(k, 1, 1, VMMU_ACC_ALL, 0); /* host read-only */
-		assert_int_equal(vmmu_spte_needs_atomic_update(f, s), !ad);
+		assert_int_equal(vmmu_spte_needs_atomic_update(f, s, 1), !ad);
 		/* A clear is ignored by the atomic rule, not by "volatile" */
-		assert_int_equal(vmmu_spte_needs_atomic_update(f, s & ~bitsof[k].a), !ad);
-		assert_true(vmmu_spte_is_volatile(f, s & ~bitsof[k].a));
-		assert_int_equal(vmmu_spte_is_volatile(f, s), !ad);
-		assert_false(vmmu_spte_needs_atomic_update(f, VMMU_SPTE_NONPRESENT));
-		assert_false(vmmu_spte_is_volatile(f, VMMU_SPTE_FROZEN));
+		assert_int_equal(vmmu_spte_needs_atomic_update(f, s & ~bitsof[k].a, 1), !ad);
+		assert_true(vmmu_spte_is_volatile(f, s & ~bitsof[k].a, 1));
+		assert_int_equal(vmmu_spte_is_volatile(f, s, 1), !ad);
+		assert_false(vmmu_spte_needs_atomic_update(f, VMMU_SPTE_NONPRESENT, 1));
+		assert_false(vmmu_spte_is_volatile(f, VMMU_SPTE_FROZEN, 1));
 	}
 	s = leaf(EPT, 1, 1, VMMU_ACC_ALL, RW | VMMU_SPTE_WRPROT_ONLY);
-	assert_false(vmmu_spte_needs_atomic_update(&fmts[EPT], s));
-	assert_true(vmmu_spte_needs_atomic_update(&fmts[EPT], s & ~B(9)));
+	assert_false(vmmu_spte_needs_atomic_update(&fmts[EPT], s, 1));
+	assert_true(vmmu_spte_needs_atomic_update(&fmts[EPT], s & ~B(9), 1));
+	/* non-leaf entries: the fast path and D never touch them */
+	for (int k = 0; k < NFMT; k++) {
+		assert_int_equal(vmmu_spte_make_nonleaf(&fmts[k], 0x10, &s), 0);
+		for (int level = 2; level <= 4; level++) {
+			assert_false(vmmu_spte_needs_atomic_update(&fmts[k], s, level));
+			/* ... but the CPU may set A in one whose A is clear */
+			assert_int_equal(vmmu_spte_is_volatile(&fmts[k], s & ~bitsof[k].a, level), bitsof[k].ad);
+			assert_false(vmmu_spte_is_volatile(&fmts[k], s, level));
+		}
+	}
 }
 
 /* Split a huge leaf, check each child, collapse back to the same value. */
