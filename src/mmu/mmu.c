@@ -83,12 +83,9 @@ struct mmu_slot *mmu_slot_of(struct vmmu_mmu *mmu, vmmu_gfn_t gfn)
 
 struct vmmu_rmap_head *mmu_rmap_head(struct mmu_slot *s, vmmu_gfn_t gfn, int level)
 {
-	uint64_t shift = 9 * (level - 1);
-
-	/* the table's own bounds check would log; callers pass frames inside the slot */
+	/* checked here so that a frame outside the slot is NULL without the table's log line */
 	if (gfn < s->base_gfn || gfn >= s->base_gfn + s->npages)
 		return NULL;
-	(void)shift;
 	return vmmu_rmap_table_head(s->rmap, gfn, level);
 }
 
@@ -195,9 +192,11 @@ static void slot_zap_small_leaves(struct vmmu_mmu *mmu, struct mmu_slot *s)
 {
 	for (vmmu_gfn_t g = s->base_gfn; g < s->base_gfn + s->npages; g++) {
 		struct vmmu_rmap_head *h = mmu_rmap_head(s, g, 1);
+		struct vmmu_rmap_iter it;
 		uint64_t *sptep;
 
-		while (h->word && (sptep = vmmu_rmap_iter_first(&(struct vmmu_rmap_iter){ 0 }, h)))
+		/* each zap removes the entry from the rmap: start over until it is empty */
+		while ((sptep = vmmu_rmap_iter_first(&it, h)))
 			mmu_zap_spte(mmu, sptep);
 	}
 }

@@ -302,7 +302,13 @@ void mmu_mark_dirty(struct vmmu_mmu *mmu, struct vmmu_mmu_vcpu *v, struct mmu_sl
 /* Write-protect every SPTE mapping @gfn for page-table shadowing (clears MMU-writable; flushes before
  * returning if any had it set). Under lock. Returns whether any SPTE changed. */
 bool mmu_wrprot_gfn_for_shadowing(struct vmmu_mmu *mmu, struct mmu_slot *slot, vmmu_gfn_t gfn);
-/* Is writing @gfn forbidden because it holds a shadowed guest table? */
+/*
+ * Is writing @gfn forbidden because it holds a shadowed guest table? The
+ * direct (TDP) core never sets write_track; the shadow-paging part does
+ * (per-gfn counts, allocated by it) and must handle a write fault on such a
+ * gfn itself (unsync or emulate): the core then installs the leaf read-only
+ * (vmmu_spte_make_leaf() reports VMMU_SPTE_WRPROT) and would see the write fault again.
+ */
 static inline bool mmu_gfn_write_tracked(const struct mmu_slot *s, vmmu_gfn_t gfn)
 {
 	return s->write_track && s->write_track[gfn - s->base_gfn];
