@@ -59,7 +59,15 @@ int loop_create(struct loop **out)
 
 	if (!l)
 		return -ENOMEM;
-	ret = io_uring_queue_init(64, &l->ring, 0);
+	/*
+	 * Completions run as task work only when this thread waits in the ring
+	 * (DEFER_TASKRUN). Otherwise pending task work sets TIF_NOTIFY_SIGNAL,
+	 * which looks like a pending signal to the kernel: KVM ioctls of this
+	 * thread (the dirty ring reset, memslot updates) then fail with -EINTR.
+	 */
+	ret = io_uring_queue_init(64, &l->ring, IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN);
+	if (ret == -EINVAL) /* before Linux 6.1 */
+		ret = io_uring_queue_init(64, &l->ring, 0);
 	if (ret) {
 		free(l);
 		return ret;
