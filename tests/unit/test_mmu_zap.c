@@ -19,7 +19,8 @@ static void free_hook(struct mmu_page *sp, uint64_t flush_done, uint64_t free_ta
 {
 	(void)sp;
 	atomic_fetch_add(&frees, 1);
-	if (flush_done < free_tag)
+	/* a page is tagged with the flush request made when it was zapped (>= 1): freed once that flush is done */
+	if (!free_tag || flush_done < free_tag)
 		atomic_fetch_add(&early_frees, 1);
 }
 
