@@ -95,13 +95,14 @@ static void bvm_create(struct bvm *b, uint32_t mode, uint64_t slot_bytes)
 		die("guest_create", ret);
 	ret = vmmu_guestmem_init(&b->mem, slot_bytes, VMMU_GUESTMEM_DEFAULT);
 	if (!ret)
-		ret = vmmu_vm_memslot_add(b->g.vm, SLOT, SLOT_GPA, slot_bytes, b->mem.hva, VMMU_MEMSLOT_LOG_DIRTY);
+		ret = vmmu_vm_memslot_add(b->g.vm, SLOT, SLOT_GPA, slot_bytes, b->mem.hva,
+					  VMMU_MEMSLOT_LOG_DIRTY);
 	if (ret)
 		die("slot", ret);
 	b->npages = slot_bytes / 4096;
 	if (mode == VMMU_DIRTY_RING) {
-		b->ring = mmap(NULL, RING_MAX * sizeof(struct kvm_dirty_gfn), PROT_READ | PROT_WRITE, MAP_SHARED,
-			       vmmu_kvm_vcpu_fd(b->g.vcpu), KVM_DIRTY_LOG_PAGE_OFFSET * 4096);
+		b->ring = mmap(NULL, RING_MAX * sizeof(struct kvm_dirty_gfn), PROT_READ | PROT_WRITE,
+			       MAP_SHARED, vmmu_kvm_vcpu_fd(b->g.vcpu), KVM_DIRTY_LOG_PAGE_OFFSET * 4096);
 		if (b->ring == MAP_FAILED)
 			die("ring mmap", errno);
 	}
@@ -127,7 +128,7 @@ static void raw_get(struct bvm *b, uint64_t *bmap)
 
 static void raw_clear(struct bvm *b, uint64_t *bmap)
 {
-	struct kvm_clear_dirty_log d = { .slot = SLOT, .num_pages = (uint32_t)b->npages, .dirty_bitmap = bmap };
+	struct kvm_clear_dirty_log d = {.slot = SLOT, .num_pages = (uint32_t)b->npages, .dirty_bitmap = bmap};
 
 	if (ioctl(vmmu_kvm_vm_fd(b->g.vm), KVM_CLEAR_DIRTY_LOG, &d))
 		die("KVM_CLEAR_DIRTY_LOG", errno);
@@ -214,7 +215,9 @@ static void overhead(void)
 	printf("\n1. Library overhead per dirty-log call, clean 1 GiB slot (median of %d, interleaved)\n", n);
 	printf("%-34s %10s %10s %8s\n", "call", "raw us", "libvmmu us", "ratio");
 	for (int op = 0; op < 5; op++) {
-		uint32_t mode = op == 0 ? VMMU_DIRTY_GET_CLEAR : op == 4 ? VMMU_DIRTY_RING : VMMU_DIRTY_MANUAL;
+		uint32_t mode = op == 0	  ? VMMU_DIRTY_GET_CLEAR
+				: op == 4 ? VMMU_DIRTY_RING
+					  : VMMU_DIRTY_MANUAL;
 		struct bvm b;
 
 		bvm_create(&b, mode, bytes);
@@ -270,8 +273,8 @@ static void densities(void)
 	printf("\n2. Harvest after a guest re-dirtied a fraction of a 128 MiB slot (median of %d rounds;\n"
 	       "   library and raw harvests alternate; ring: on two VMs); us per GiB, ns per dirty page\n",
 	       quick ? 3 : 9);
-	printf("%-14s %8s %8s %12s %12s %7s %12s\n", "mode", "density", "pages", "raw us/GiB", "lib us/GiB", "ratio",
-	       "lib ns/page");
+	printf("%-14s %8s %8s %12s %12s %7s %12s\n", "mode", "density", "pages", "raw us/GiB", "lib us/GiB",
+	       "ratio", "lib ns/page");
 	for (uint32_t mode = 0; mode < 3; mode++) {
 		for (size_t di = 0; di < NDENS; di++) {
 			uint64_t count = (uint64_t)llround((double)pages * dens[di]);
@@ -291,7 +294,8 @@ static void densities(void)
 				uint64_t junk = 0;
 
 				bvm_create(&vms[k], mode, bytes);
-				if (guest_set_args(&vms[k].g, SLOT_GPA, (pages / count) * 4096, GUEST_DATA, 0, count))
+				if (guest_set_args(&vms[k].g, SLOT_GPA, (pages / count) * 4096, GUEST_DATA, 0,
+						   count))
 					die("args", -EINVAL);
 				/* First pass maps the pages; harvest it away. */
 				guest_pass(&vms[k], mode, k, bmap, &junk);
@@ -300,7 +304,8 @@ static void densities(void)
 			b[0] = &vms[0];
 			b[1] = &vms[nvm - 1];
 			for (int r = 0; r < rounds; r++) {
-				/* Alternate which VM goes first: cancels order effects (caches, the other VM's faults). */
+				/* Alternate which VM goes first: cancels order effects (caches, the other
+				 * VM's faults). */
 				for (int j = 0; j < 2; j++) {
 					int k = (j + r) % 2;
 					uint64_t ring_ns = 0, t;
@@ -311,15 +316,17 @@ static void densities(void)
 					t = harvest(b[k], mode, k, bmap) + ring_ns;
 					(k ? raw : lib)[r] = t;
 					if (popcount_words(bmap, pages / 64) != count)
-						die("a harvest did not report exactly the pages written", -EIO);
+						die("a harvest did not report exactly the pages written",
+						    -EIO);
 				}
 			}
 			double l = median(lib, rounds), rw = median(raw, rounds);
 			double gib = (double)bytes / (1ULL << 30);
 
 			per_gib[mode][di] = l / 1000 / gib;
-			printf("%-14s %7.2f%% %8llu %12.1f %12.1f %7.3f %12.1f\n", mname[mode], dens[di] * 100,
-			       (unsigned long long)count, rw / 1000 / gib, l / 1000 / gib, l / rw, l / (double)count);
+			printf("%-14s %7.2f%% %8llu %12.1f %12.1f %7.3f %12.1f\n", mname[mode],
+			       dens[di] * 100, (unsigned long long)count, rw / 1000 / gib, l / 1000 / gib,
+			       l / rw, l / (double)count);
 			for (int k = 0; k < nvm; k++)
 				bvm_destroy(&vms[k]);
 		}
@@ -330,7 +337,8 @@ static void densities(void)
 
 		if (per_gib[2][di] > bm) {
 			if (di == 0) {
-				printf("crossover: the ring costs more than the bitmap already at %.2f%%\n", dens[0] * 100);
+				printf("crossover: the ring costs more than the bitmap already at %.2f%%\n",
+				       dens[0] * 100);
 			} else {
 				/* Interpolate on log(density) between the two measured points. */
 				double bp = fmin(per_gib[0][di - 1], per_gib[1][di - 1]);
@@ -338,7 +346,8 @@ static void densities(void)
 				double f0 = per_gib[2][di - 1] - bp, f1 = per_gib[2][di] - bm;
 				double x = d0 + (d1 - d0) * (0 - f0) / (f1 - f0);
 
-				printf("crossover: ring dearer than bitmap above ~%.3f%% dirty (between %.2f%% and %.2f%%)\n",
+				printf("crossover: ring dearer than bitmap above ~%.3f%% dirty (between "
+				       "%.2f%% and %.2f%%)\n",
 				       exp(x) * 100, dens[di - 1] * 100, dens[di] * 100);
 			}
 			free(bmap);
@@ -388,7 +397,7 @@ static void seg(struct kvm_segment *s, uint16_t sel, uint8_t type, bool code)
 }
 
 /* The same guest with bare ioctls: what a minimal VMM does. */
-static uint64_t boot_raw(void)
+static uint64_t boot_raw(uint64_t *slot_ns)
 {
 	uint64_t t0 = now_ns();
 	struct guest g = { 0 };
@@ -406,8 +415,11 @@ static uint64_t boot_raw(void)
 	struct kvm_userspace_memory_region m = { .slot = 0, .memory_size = GUEST_SYS_SIZE,
 						 .userspace_addr = (uintptr_t)g.mem };
 
+	uint64_t ts = now_ns();
+
 	if (vfd < 0 || ioctl(vfd, KVM_SET_USER_MEMORY_REGION, &m))
 		die("boot_raw vm", errno);
+	*slot_ns = now_ns() - ts;
 	cfd = ioctl(vfd, KVM_CREATE_VCPU, 0);
 	sz = ioctl(kfd, KVM_GET_VCPU_MMAP_SIZE, 0);
 	run = mmap(NULL, (size_t)sz, PROT_READ | PROT_WRITE, MAP_SHARED, cfd, 0);
@@ -416,7 +428,8 @@ static uint64_t boot_raw(void)
 	seg(&s.cs, SEL_KCODE, 11, true);
 	seg(&s.ss, SEL_KDATA, 3, false);
 	s.ds = s.es = s.fs = s.gs = s.ss;
-	s.tr = (struct kvm_segment){ .base = GUEST_TSS, .limit = 0x67, .selector = SEL_TSS, .type = 11, .present = 1 };
+	s.tr = (struct kvm_segment){
+	    .base = GUEST_TSS, .limit = 0x67, .selector = SEL_TSS, .type = 11, .present = 1};
 	s.gdt.base = GUEST_GDT;
 	s.gdt.limit = 7 * 8 - 1;
 	s.cr0 = 0x80050033;
@@ -439,17 +452,19 @@ static uint64_t boot_raw(void)
 static void boot(void)
 {
 	enum { N = 21 };
-	uint64_t lib[N], raw[N];
+	uint64_t lib[N], raw[N], slot[N];
 
 	for (int i = 0; i < N; i++) {
-		raw[i] = boot_raw();
+		raw[i] = boot_raw(&slot[i]);
 		lib[i] = boot_lib();
 	}
 	double r = median(raw, N) / 1000, l = median(lib, N) / 1000;
 
 	printf("\n3. VM create -> first guest instruction (HLT at CPL0), median of %d, interleaved\n", N);
 	printf("raw ioctls %.1f us, libvmmu %.1f us, ratio %.2f\n", r, l, l / r);
-	printf("   (the library also probes capabilities, reads KVM's CPUID and sets it on the vCPU)\n");
+	printf("   of which KVM_SET_USER_MEMORY_REGION alone (raw): %.1f us\n", median(slot, N) / 1000);
+	printf("   (the library also probes capabilities and sets KVM's CPUID (read once per process) on the "
+	       "vCPU)\n");
 }
 
 int main(int argc, char **argv)

@@ -46,6 +46,7 @@ struct vmmu_vm {
 	const struct vm_ops *ops;
 	struct vmmu_vm_options opts;
 	struct vmmu_vm_caps caps;     /* filled by the backend's create */
+	uint32_t paging_flags;        /* VMMU_PAGING_F_GBPAGES / _AMD of the guest CPU, for translation */
 	struct vmmu_memslots *slots;  /* mirror of the backend's slots */
 	pthread_mutex_t lock;         /* vCPU list, dirty bookkeeping */
 	struct vmmu_vcpu **vcpus;     /* every vCPU created, destroyed ones included */
@@ -133,6 +134,7 @@ static inline void dirty_slot_set_ring(struct vmmu_vm *vm, uint32_t id, uint64_t
 /* Backend tables and their availability; a backend not built has no table. */
 extern const struct vm_ops kvm_vm_ops;
 extern const struct vm_ops hvf_vm_ops;
+extern const struct vm_ops soft_vm_ops;
 /* KVM: can /dev/kvm be opened (for "auto")? */
 bool kvm_available(void);
 

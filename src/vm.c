@@ -13,6 +13,7 @@
 
 #include <libvmmu/hvf.h>
 #include <libvmmu/kvm.h>
+#include <libvmmu/soft.h>
 
 #include "backend.h"
 #include "vmmu-features.h"
@@ -27,10 +28,6 @@
 	} while (0)
 
 /* ---------------------------------------------------------- selection */
-
-#if VMMU_HAVE_SOFT
-extern const struct vm_ops soft_vm_ops; /* backends/soft/soft.c */
-#endif
 
 static const struct vm_ops *find_backend(const char *name)
 {
@@ -271,8 +268,8 @@ int vmmu_vm_memslot_add(struct vmmu_vm *vm, uint32_t id, vmmu_gpa_t gpa, uint64_
 	if (ret)
 		return ret;
 	if (!host_range_mapped(hva, size)) {
-		log_err("vm: memslot %u: host memory at %p is not mapped for all of its 0x%llx bytes", id, hva,
-			(unsigned long long)size);
+		log_err("vm: memslot %u: host memory at %p is not mapped for all of its 0x%llx bytes", id,
+			hva, (unsigned long long)size);
 		ret = -EFAULT;
 		goto undo_mirror;
 	}
@@ -517,6 +514,7 @@ int vmmu_vcpu_translate(struct vmmu_vcpu *vcpu, vmmu_gva_t gva, uint32_t access,
 	pr.efer = s.efer;
 	pr.rflags = r.rflags;
 	pr.maxphyaddr = vcpu->vm->caps.maxphyaddr;
+	pr.flags = vcpu->vm->paging_flags;
 	ret = vmmu_paging_create(&ctx, vcpu->vm->slots, &pr);
 	if (ret)
 		return ret;
@@ -570,7 +568,8 @@ static bool mode_is(struct vmmu_vm *vm, enum vmmu_dirty_mode mode, const char *w
 
 	if (vm->opts.dirty_mode == mode)
 		return true;
-	log_err("vm: %s needs the %s dirty mode; this VM uses %s", what, names[mode], names[vm->opts.dirty_mode]);
+	log_err("vm: %s needs the %s dirty mode; this VM uses %s", what, names[mode],
+		names[vm->opts.dirty_mode]);
 	return false;
 }
 
@@ -753,7 +752,8 @@ int vmmu_vm_dirty_mark(struct vmmu_vm *vm, vmmu_gpa_t gpa, uint64_t len)
 	/* Check the whole range first so that an error marks nothing. */
 	for (gfn = gpa >> VMMU_PAGE_SHIFT; gfn <= last; gfn = m.base_gfn + m.npages) {
 		if (vmmu_memslots_find(vm->slots, vmmu_gfn_to_gpa(gfn), &m)) {
-			log_err("vm: dirty_mark: gpa 0x%llx is in no slot", (unsigned long long)vmmu_gfn_to_gpa(gfn));
+			log_err("vm: dirty_mark: gpa 0x%llx is in no slot",
+				(unsigned long long)vmmu_gfn_to_gpa(gfn));
 			return -EFAULT;
 		}
 		if (!(m.flags & VMMU_MEMSLOT_LOG_DIRTY)) {
@@ -832,15 +832,15 @@ int vmmu_guestmem_init(struct vmmu_guestmem *mem, uint64_t size, uint32_t flags)
 		p = mmap(NULL, size, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | (21 << MAP_HUGE_SHIFT), -1, 0);
 		if (p == MAP_FAILED) {
-			log_err("guestmem: no 2 MiB huge pages for 0x%llx bytes (see /proc/sys/vm/nr_hugepages)",
+			log_err("guestmem: no free 2 MiB huge pages for 0x%llx bytes (vm.nr_hugepages)",
 				(unsigned long long)size);
 			return -ENOMEM;
 		}
 	} else {
 		/* Over-map by 2 MiB and trim, so that THP can back whole guest 2 MiB pages. */
 		align = size >= HUGE_2M ? HUGE_2M : VMMU_PAGE_SIZE;
-		uint8_t *raw = mmap(NULL, size + align, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS |
-				    MAP_NORESERVE, -1, 0);
+		uint8_t *raw = mmap(NULL, size + align, PROT_READ | PROT_WRITE,
+				    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 
 		if (raw == MAP_FAILED) {
 			log_err("guestmem: cannot map 0x%llx bytes", (unsigned long long)size);
@@ -938,5 +938,51 @@ int vmmu_kvm_translate(struct vmmu_vcpu *vcpu, vmmu_gva_t gva, vmmu_gpa_t *gpa, 
 bool vmmu_vm_is_hvf(const struct vmmu_vm *vm)
 {
 	return false;
+}
+#endif
+
+#if !VMMU_HAVE_SOFT
+static int soft_not_built(const char *what)
+{
+	log_err("soft: %s: the soft backend is not built into this library", what);
+	return -EINVAL;
+}
+
+bool vmmu_vm_is_soft(const struct vmmu_vm *vm)
+{
+	return false;
+}
+
+int vmmu_soft_vm_create(struct vmmu_vm **out, const struct vmmu_vm_options *opts,
+			const struct vmmu_mmu_options *mmu_opts)
+{
+	log_err("soft: vm_create: the soft backend is not built into this library");
+	return -ENODEV;
+}
+
+int vmmu_soft_access(struct vmmu_vcpu *vcpu, vmmu_gva_t gva, unsigned int size, unsigned int kind,
+		     unsigned int cpl, void *data, struct vmmu_soft_result *res)
+{
+	return soft_not_built("access");
+}
+
+int vmmu_soft_invlpg(struct vmmu_vcpu *vcpu, vmmu_gva_t gva)
+{
+	return soft_not_built("invlpg");
+}
+
+int vmmu_soft_set_mmio_handler(struct vmmu_vm *vm, vmmu_soft_mmio_fn fn, void *opaque)
+{
+	return soft_not_built("set_mmio_handler");
+}
+
+struct vmmu_mmu *vmmu_soft_mmu(struct vmmu_vm *vm)
+{
+	return NULL;
+}
+
+int vmmu_soft_vcpu_stats(struct vmmu_vcpu *vcpu, struct vmmu_soft_stats *stats)
+{
+	return soft_not_built("vcpu_stats");
 }
 #endif

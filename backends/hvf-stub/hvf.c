@@ -17,7 +17,8 @@ static int hvf_vm_create(struct vmmu_vm **out, const struct vmmu_vm_options *opt
 {
 	(void)out;
 	(void)opts;
-	log_err("hvf: the Hypervisor.framework backend is a stub: it cannot create VMs (see docs/porting.md)");
+	log_err("hvf: the Hypervisor.framework backend is a stub: it cannot create VMs "
+		"(see docs/porting.md)");
 	return -EOPNOTSUPP;
 }
 
@@ -74,7 +75,7 @@ static int hvf_set_regs(struct vmmu_vcpu *vcpu, const struct vmmu_regs *regs)
 	return -EOPNOTSUPP;
 }
 
-/* hv_vmx_vcpu_read_vmcs(vcpuid, VMCS_GUEST_CS_SELECTOR / _BASE / _LIMIT / _AR ...) and HV_X86_CR0.. registers. */
+/* hv_vmx_vcpu_read_vmcs(vcpuid, VMCS_GUEST_CS_SELECTOR / _BASE / _LIMIT / _AR ...); HV_X86_CR0... */
 static int hvf_get_sregs(struct vmmu_vcpu *vcpu, struct vmmu_sregs *sregs)
 {
 	return -EOPNOTSUPP;
@@ -137,7 +138,7 @@ static int hvf_notifier_remove(struct vmmu_vm *vm, const struct vmmu_notifier *n
 	return -EOPNOTSUPP;
 }
 
-/* No ring ops: the port fills its bitmap itself, so create refuses VMMU_DIRTY_RING (docs/porting.md, section 5). */
+/* No ring ops: the port fills its bitmap itself, so create refuses VMMU_DIRTY_RING (docs/porting.md 5). */
 const struct vm_ops hvf_vm_ops = {
 	.name = "hvf",
 	.create = hvf_vm_create,

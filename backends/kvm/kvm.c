@@ -42,7 +42,7 @@ struct kvm_vm {
 	struct vmmu_vm base;
 	int sys_fd, fd;
 	int run_size;
-	struct kvm_cpuid2 *cpuid; /* what KVM supports; every vCPU gets it */
+	const struct kvm_cpuid2 *cpuid; /* what KVM supports (shared cache); every vCPU gets it */
 	bool acq_rel;             /* ring enabled with the ACQ_REL capability */
 };
 
@@ -132,13 +132,28 @@ static void probe_caps(struct kvm_vm *k)
 	c->max_vcpus = r > 0 ? (uint32_t)r : 1;
 	r = check_cap(k, KVM_CAP_NR_MEMSLOTS);
 	c->max_memslots = r > 0 ? (uint32_t)r : 32;
+	/* The guest CPU is what KVM supports (every vCPU gets that CPUID): MAXPHYADDR, GB pages, vendor. */
 	c->maxphyaddr = 36;
-	for (uint32_t i = 0; i < k->cpuid->nent; i++)
-		if (k->cpuid->entries[i].function == 0x80000008)
-			c->maxphyaddr = k->cpuid->entries[i].eax & 0xff;
+	for (uint32_t i = 0; i < k->cpuid->nent; i++) {
+		const struct kvm_cpuid_entry2 *e = &k->cpuid->entries[i];
+
+		if (e->function == 0x80000008)
+			c->maxphyaddr = e->eax & 0xff;
+		if (e->function == 0x80000001 && (e->edx & (1u << 26)))
+			k->base.paging_flags |= VMMU_PAGING_F_GBPAGES;
+		if (e->function == 0 && e->ebx == 0x68747541) /* "Auth"enticAMD */
+			k->base.paging_flags |= VMMU_PAGING_F_AMD;
+	}
 }
 
-static int get_supported_cpuid(struct kvm_vm *k)
+/*
+ * KVM_GET_SUPPORTED_CPUID costs ~100 us and its answer does not change while
+ * the process runs: read it once and share it (read-only) between VMs.
+ */
+static pthread_mutex_t cpuid_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct kvm_cpuid2 *cpuid_cache; /* kept for the life of the process */
+
+static int read_supported_cpuid(int sys_fd, struct kvm_cpuid2 **out)
 {
 	for (uint32_t n = 64; n <= 4096; n *= 2) {
 		struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
@@ -148,9 +163,9 @@ static int get_supported_cpuid(struct kvm_vm *k)
 			return -ENOMEM;
 		c->nent = n;
 		/* E2BIG: the buffer is too small; grow it (not worth a log line). */
-		r = ioctl(k->sys_fd, KVM_GET_SUPPORTED_CPUID, c);
+		r = ioctl(sys_fd, KVM_GET_SUPPORTED_CPUID, c);
 		if (r == 0) {
-			k->cpuid = c;
+			*out = c;
 			return 0;
 		}
 		r = sys_error("KVM_GET_SUPPORTED_CPUID", errno == E2BIG);
@@ -160,6 +175,18 @@ static int get_supported_cpuid(struct kvm_vm *k)
 	}
 	log_err("kvm: KVM_GET_SUPPORTED_CPUID: more than 4096 entries");
 	return -E2BIG;
+}
+
+static int get_supported_cpuid(struct kvm_vm *k)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&cpuid_lock);
+	if (!cpuid_cache)
+		ret = read_supported_cpuid(k->sys_fd, &cpuid_cache);
+	k->cpuid = cpuid_cache;
+	pthread_mutex_unlock(&cpuid_lock);
+	return ret;
 }
 
 static int enable_dirty_mode(struct kvm_vm *k, const struct vmmu_vm_options *o)
@@ -176,7 +203,9 @@ static int enable_dirty_mode(struct kvm_vm *k, const struct vmmu_vm_options *o)
 		cap.cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2;
 		cap.args[0] = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE;
 		if (o->flags & VMMU_VM_F_INITIALLY_SET) {
-			if (!(check_cap(k, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) & KVM_DIRTY_LOG_INITIALLY_SET)) {
+			long offered = check_cap(k, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
+
+			if (!(offered & KVM_DIRTY_LOG_INITIALLY_SET)) {
 				log_err("kvm: KVM_DIRTY_LOG_INITIALLY_SET is not offered");
 				return -EOPNOTSUPP;
 			}
@@ -211,7 +240,6 @@ static void kvm_vm_destroy(struct vmmu_vm *vm)
 		close(k->fd);
 	if (k->sys_fd >= 0)
 		close(k->sys_fd);
-	free(k->cpuid);
 	vm_finish(vm);
 	free(k);
 }
@@ -568,12 +596,28 @@ static int kvm_run_vcpu(struct vmmu_vcpu *vcpu, struct vmmu_exit *exit)
 	c->thread = pthread_self();
 	atomic_store(&c->in_run, true);
 	for (int tries = 0;; tries++) {
-		r = KVM_IOCTL(c->fd, KVM_RUN, 0);
-		/* EAGAIN: nothing ran; try again a few times before reporting it. */
+		/* An output field; cleared so that a stale reason cannot explain this run's error. */
+		c->run->exit_reason = KVM_EXIT_UNKNOWN;
+		r = ioctl(c->fd, KVM_RUN, 0);
+		if (r < 0) {
+			/*
+			 * Not failures: EINTR (signal, kick), EAGAIN (nothing ran: retried a
+			 * few times), and EFAULT with KVM_EXIT_MEMORY_FAULT, which api.rst
+			 * says comes with -1/EFAULT rather than 0.
+			 */
+			bool quiet = errno == EINTR || errno == EAGAIN ||
+				     (errno == EFAULT && c->run->exit_reason == KVM_EXIT_MEMORY_FAULT);
+
+			r = sys_error("KVM_RUN", quiet);
+		}
 		if (r != -EAGAIN || tries == 16)
 			break;
 	}
 	atomic_store(&c->in_run, false);
+	if (r == -EFAULT && c->run->exit_reason == KVM_EXIT_MEMORY_FAULT)
+		r = 0;
+	if (r == -EAGAIN)
+		log_err("kvm: KVM_RUN: still EAGAIN after 16 tries");
 	if (r == -EINTR) {
 		/*
 		 * A signal or a kick (immediate_exit). api.rst: KVM_RUN returns
@@ -622,7 +666,8 @@ static int kvm_dirty_log_clear(struct vmmu_vm *vm, uint32_t id, uint64_t first_p
 	};
 
 	if (npages > UINT32_MAX) {
-		log_err("kvm: dirty_clear: %llu pages do not fit KVM's 32-bit count", (unsigned long long)npages);
+		log_err("kvm: dirty_clear: %llu pages do not fit KVM's 32-bit count",
+			(unsigned long long)npages);
 		return -EINVAL;
 	}
 	return (int)KVM_IOCTL(to_kvm(vm)->fd, KVM_CLEAR_DIRTY_LOG, &d);

@@ -8,7 +8,7 @@ set -eu
 src=$1 out=$2 obj=$3
 shift 3
 flags="-O2 -std=c11 -ffreestanding -fno-pic -fno-pie -fno-stack-protector -fno-asynchronous-unwind-tables
-	-mno-red-zone -mgeneral-regs-only -nostdlib -static -no-pie -Wl,--build-id=none -Wl,--no-warn-rwx-segments -Wl,-T,$src/guest.ld
+	-mno-red-zone -mgeneral-regs-only -nostdlib -static -Wl,--build-id=none -Wl,--no-warn-rwx-segments -Wl,-T,$src/guest.ld
 	-Wall -Wextra -Werror"
 # shellcheck disable=SC2086
 "$@" $flags -o "$out/guest.elf" "$src/start.S" "$src/guest.c"

@@ -3,8 +3,8 @@
  * The main thread's event loop: one io_uring carries every wait of the main
  * thread. Watched eventfds (the vCPU thread's events, the guest's end-of-pass
  * ioeventfd) are 8-byte reads re-armed after each completion; the timer is an
- * IORING_OP_TIMEOUT; the migration socket's connect, accept, reads and
- * batched writes are ring operations too. Synchronous helpers wait for their
+ * IORING_OP_TIMEOUT; the migration socket's connect, accept, reads (each
+ * with a linked timeout) and batched writes are ring operations too. Synchronous helpers wait for their
  * own completion and queue the events that arrive meanwhile for loop_wait().
  */
 #include <errno.h>
@@ -21,6 +21,7 @@
 #define IO_SYNC     0x100
 #define IO_ASYNC    0x200
 #define TIMER_DATA  0x300
+#define LINK_TIMEOUT_DATA 0x400
 
 struct watch {
 	int fd;
@@ -39,7 +40,8 @@ struct loop {
 	unsigned int nwatch;
 	struct event queued[MAX_QUEUED];
 	unsigned int nqueued;
-	struct __kernel_timespec ts;
+	struct __kernel_timespec ts;  /* the --after timer */
+	struct __kernel_timespec lts; /* a read's linked timeout */
 	bool timer_armed;
 	/* the one asynchronous write in flight */
 	int afd;
@@ -128,6 +130,18 @@ int loop_timer(struct loop *l, uint64_t ns)
 	return 0;
 }
 
+/* Queue an event for loop_wait(), adding to one of the same tag: the queue never overflows. */
+static void queue(struct loop *l, enum loop_tag tag, uint64_t value)
+{
+	for (unsigned int i = 0; i < l->nqueued; i++)
+		if (l->queued[i].tag == tag) {
+			l->queued[i].value += value;
+			return;
+		}
+	if (l->nqueued < MAX_QUEUED)
+		l->queued[l->nqueued++] = (struct event){ tag, value };
+}
+
 /* Take one completion. Watched fds and the timer become queued events; I/O results are returned. */
 static int reap(struct loop *l, uint64_t *data, int *res)
 {
@@ -146,18 +160,18 @@ static int reap(struct loop *l, uint64_t *data, int *res)
 	if (*data < MAX_WATCH) {
 		unsigned int i = (unsigned int)*data;
 
-		if (*res == 8 && l->nqueued < MAX_QUEUED)
-			l->queued[l->nqueued++] = (struct event){ l->watch[i].tag, l->watch[i].value };
-		if (*res != -ECANCELED)
-			arm_watch(l, i);
+		if (*res != 8)
+			return 0; /* the fd failed (or the ring is going away): stop watching it */
+		queue(l, l->watch[i].tag, l->watch[i].value);
+		arm_watch(l, i);
 	} else if (*data == IO_ASYNC) {
 		l->apending = false;
 		l->adone = true;
 		l->ares = *res;
 	} else if (*data == TIMER_DATA) {
 		l->timer_armed = false;
-		if (*res == -ETIME && l->nqueued < MAX_QUEUED)
-			l->queued[l->nqueued++] = (struct event){ TAG_TIMER, 1 };
+		if (*res == -ETIME)
+			queue(l, TAG_TIMER, 1);
 	}
 	return 0;
 }
@@ -226,15 +240,29 @@ int loop_write_all(struct loop *l, int fd, const void *buf, size_t len)
 	return ret ? ret : rw_all(l, fd, (uint8_t *)buf, len, true);
 }
 
-/* Read up to @len bytes (at least one); 0 at the end of the stream. */
-int loop_read_all(struct loop *l, int fd, void *buf, size_t len)
+/*
+ * Read up to @len bytes (at least one). Return the count; 0 at the end of the
+ * stream; -ETIMEDOUT when nothing came for @timeout_ms (a linked timeout).
+ */
+int loop_read(struct loop *l, int fd, void *buf, size_t len, unsigned int timeout_ms)
 {
-	struct io_uring_sqe *sqe = sqe_get(l);
+	struct io_uring_sqe *sqe, *t;
+	int ret;
 
-	if (!sqe)
+	if (io_uring_sq_space_left(&l->ring) < 2)
+		io_uring_submit(&l->ring); /* the read and its timeout must go in together */
+	sqe = sqe_get(l);
+	t = sqe_get(l);
+	if (!sqe || !t)
 		return -EBUSY;
 	io_uring_prep_recv(sqe, fd, buf, (unsigned int)(len > (1u << 30) ? 1u << 30 : len), 0);
-	return io_sync(l, sqe);
+	sqe->flags |= IOSQE_IO_LINK;
+	l->lts.tv_sec = timeout_ms / 1000;
+	l->lts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
+	io_uring_prep_link_timeout(t, &l->lts, 0);
+	io_uring_sqe_set_data64(t, LINK_TIMEOUT_DATA); /* its completion is ignored */
+	ret = io_sync(l, sqe);
+	return ret == -ECANCELED ? -ETIMEDOUT : ret;
 }
 
 /*

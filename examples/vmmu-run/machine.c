@@ -25,6 +25,8 @@
 
 extern const char vmmu_run_guest_image[], vmmu_run_guest_image_end[];
 
+unsigned int ring_entries; /* --ring-entries; 0: the library's default */
+
 #define SEL_UDATA 0x1b
 #define SEL_UCODE 0x23
 #define SEL_TSS   0x28
@@ -79,23 +81,33 @@ static void fail(struct machine *m, const char *fmt, ...)
 	eventfd_write(m->event_fd, 1);
 }
 
-int machine_create(struct machine *m, const char *backend, uint32_t dirty_mode, uint64_t mem_size, bool prefault)
+int machine_create(struct machine *m, const char *backend, uint32_t dirty_mode, uint64_t mem_size,
+		   bool prefault)
 {
-	struct vmmu_vm_options o = { .size = sizeof(o), .dirty_mode = dirty_mode };
+	struct vmmu_vm_options o = { .size = sizeof(o), .dirty_mode = dirty_mode,
+				     .ring_entries = dirty_mode == VMMU_DIRTY_RING ? ring_entries : 0 };
 	int ret;
 
 	memset(m, 0, sizeof(*m));
 	m->event_fd = m->pass_fd = -1;
 	m->mem_size = mem_size;
 	m->dirty_mode = dirty_mode;
+	pthread_condattr_t ca;
+
 	pthread_mutex_init(&m->lock, NULL);
 	pthread_cond_init(&m->cond, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&m->pace_cond, &ca);
+	pthread_condattr_destroy(&ca);
 	m->event_fd = eventfd(0, EFD_CLOEXEC);
 	if (m->event_fd < 0)
 		return -errno;
 	ret = vmmu_vm_create(&m->vm, backend, &o);
 	if (ret)
 		return ret;
+	if (!strcmp(vmmu_vm_backend_name(m->vm), "soft"))
+		return -ENOEXEC; /* the soft machine has an MMU but no instruction emulator */
 	/*
 	 * Transparent huge pages. Booting, do not prefault: populating 18 MiB up
 	 * front costs ~25 ms here, longer than all the guest's first touches. A
@@ -261,7 +273,11 @@ static void serial_out(struct machine *m, const uint8_t *data, size_t n)
 	}
 }
 
-/* Hold the guest to its dirty rate: each tick stands for writes_per_tick page writes. */
+/*
+ * Hold the guest to its dirty rate: each tick stands for writes_per_tick page
+ * writes. The wait is on a condition variable so that machine_park() cuts it
+ * short (a kick only signals a thread inside KVM_RUN).
+ */
 static void pace(struct machine *m)
 {
 	uint64_t now = now_ns();
@@ -272,11 +288,13 @@ static void pace(struct machine *m)
 	if (!m->next_tick_ns || m->next_tick_ns + 100000000ULL < now)
 		m->next_tick_ns = now; /* first tick, or long parked: do not catch up */
 	m->next_tick_ns += (uint64_t)((double)m->writes_per_tick * 1e9 / m->dirty_rate);
-	if (m->next_tick_ns <= now)
-		return;
 	ts.tv_sec = (time_t)(m->next_tick_ns / 1000000000ULL);
 	ts.tv_nsec = (long)(m->next_tick_ns % 1000000000ULL);
-	clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL); /* a kick's signal cuts it short */
+	pthread_mutex_lock(&m->lock);
+	while (!atomic_load(&m->park_req) && now_ns() < m->next_tick_ns)
+		if (pthread_cond_timedwait(&m->pace_cond, &m->lock, &ts) == ETIMEDOUT)
+			break;
+	pthread_mutex_unlock(&m->lock);
 }
 
 /* Return true when the guest is done (exit port). */
@@ -361,8 +379,13 @@ static void *vcpu_thread(void *arg)
 		case VMMU_EXIT_DIRTY_RING_FULL:
 			/* Harvest into the VM's log (the migration reads it) and re-arm. */
 			m->ring_full_exits++;
-			if (vmmu_vcpu_dirty_harvest(m->vcpu) < 0 || vmmu_vm_dirty_reset(m->vm) < 0) {
-				fail(m, "harvesting the dirty ring failed");
+			ret = vmmu_vcpu_dirty_harvest(m->vcpu);
+			if (ret >= 0)
+				do /* -EINTR: a kick's signal is pending; the reset can simply go on */
+					ret = vmmu_vm_dirty_reset(m->vm);
+				while (ret == -EINTR);
+			if (ret < 0) {
+				fail(m, "harvesting the dirty ring failed: %s", vmmu_strerror(ret));
 				return NULL;
 			}
 			break;
@@ -404,7 +427,10 @@ int machine_park(struct machine *m)
 {
 	int ret;
 
+	pthread_mutex_lock(&m->lock);
 	atomic_store(&m->park_req, true);
+	pthread_cond_broadcast(&m->pace_cond);
+	pthread_mutex_unlock(&m->lock);
 	ret = vmmu_vcpu_kick(m->vcpu);
 	if (ret)
 		return ret;
@@ -471,9 +497,10 @@ void machine_destroy(struct machine *m)
 	if (m->thread_started) {
 		pthread_mutex_lock(&m->lock);
 		m->quit = true;
-		pthread_cond_broadcast(&m->cond);
-		pthread_mutex_unlock(&m->lock);
 		atomic_store(&m->park_req, true);
+		pthread_cond_broadcast(&m->cond);
+		pthread_cond_broadcast(&m->pace_cond);
+		pthread_mutex_unlock(&m->lock);
 		if (m->vcpu)
 			vmmu_vcpu_kick(m->vcpu);
 		pthread_join(m->thread, NULL);
@@ -486,6 +513,7 @@ void machine_destroy(struct machine *m)
 		close(m->pass_fd);
 	pthread_mutex_destroy(&m->lock);
 	pthread_cond_destroy(&m->cond);
+	pthread_cond_destroy(&m->pace_cond);
 	memset(m, 0, sizeof(*m));
 	m->event_fd = m->pass_fd = -1;
 }

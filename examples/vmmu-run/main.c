@@ -26,6 +26,7 @@ static const char usage[] =
 	"  --snapshot FILE          run the guest a while, then save it (sparse memory + vCPU) and exit\n"
 	"  --restore FILE           resume a saved guest\n"
 	"  --dirty-log MODE         bitmap (default), manual or ring: how migration finds dirty pages\n"
+	"  --ring-entries N         dirty ring size per vCPU (a power of two >= 256; default 4096)\n"
 	"  --after MS               run this long before migrating or saving (default 100)\n"
 	"  --max-downtime MS        stop-and-copy once the rest fits in this (default 20)\n"
 	"  --max-rounds N           pre-copy rounds at most (default 30)\n"
@@ -87,7 +88,8 @@ static int parse(int argc, char **argv, struct options *o)
 		{ "max-rounds", required_argument, NULL, 'R' }, { "mem", required_argument, NULL, 'M' },
 		{ "passes", required_argument, NULL, 'p' }, { "writes", required_argument, NULL, 'w' },
 		{ "dirty-rate", required_argument, NULL, 'x' }, { "backend", required_argument, NULL, 'b' },
-		{ "keep-caps", no_argument, NULL, 'k' }, { "fill", no_argument, NULL, 'f' }, { "help", no_argument, NULL, 'h' }, { 0 },
+		{ "keep-caps", no_argument, NULL, 'k' }, { "fill", no_argument, NULL, 'f' },
+		{ "ring-entries", required_argument, NULL, 'E' }, { "help", no_argument, NULL, 'h' }, { 0 },
 	};
 	uint64_t v, mib = 16;
 	int c, modes = 0;
@@ -148,6 +150,11 @@ static int parse(int argc, char **argv, struct options *o)
 		case 'b': o->backend = optarg; break;
 		case 'k': o->keep_caps = true; break;
 		case 'f': o->w.fill = true; break;
+		case 'E':
+			if (!parse_u64(optarg, &v) || v < 256 || v > (1u << 20) || (v & (v - 1)))
+				return bad("--ring-entries: \"%s\" is not a power of two from 256 to 1048576", optarg);
+			ring_entries = (unsigned int)v;
+			break;
 		case 'h': fputs(usage, stdout); exit(0);
 		default:
 			return bad("unknown or incomplete option \"%s\"", argv[optind - 1]);
@@ -170,12 +177,18 @@ static int parse(int argc, char **argv, struct options *o)
 /* Explain why no VM could be made. */
 static int no_vm(int err, const char *backend)
 {
+	if (err == -ENOEXEC) {
+		msg("%s the soft backend, which models the MMU but cannot execute x86 guest code. vmmu-run "
+		    "needs a readable and writable /dev/kvm (load kvm_intel or kvm_amd; be root or in the kvm group).",
+		    strcmp(backend, "soft") ? "/dev/kvm cannot be opened, so the VM is on" : "the VM is on");
+		return EXIT_NOVM;
+	}
 	msg("cannot create a VM on backend \"%s\": %s", backend, vmmu_strerror(err));
 	if (err == -ENODEV || err == -ENOENT || err == -EACCES || err == -EPERM)
 		msg("vmmu-run runs x86 code through KVM: it needs a readable and writable /dev/kvm (load kvm_intel "
 		    "or kvm_amd; be root or in the kvm group). The soft backend models the MMU but cannot "
 		    "execute guest instructions.");
-	return EXIT_NOVM;
+	return err == -EINVAL ? EXIT_USAGE : EXIT_NOVM;
 }
 
 int machine_setup(struct machine *m, const char *backend, uint32_t dirty_mode, uint64_t mem_size)
@@ -265,6 +278,11 @@ static int run_loop(struct loop *l, struct machine **mp, const struct options *o
 	status = machine_wait_exit(m);
 	if (status < 0)
 		return EXIT_INTERNAL;
+	if (!acted) {
+		msg("the guest ended (status %d) before --after %llu ms: nothing was %s", status,
+		    (unsigned long long)o->after_ms, o->mode == SNAPSHOT ? "saved" : "migrated");
+		return EXIT_MIGFAIL;
+	}
 	if (!first_output)
 		first_output = m->first_output_ns;
 	msg("guest exited with status %d after %llu passes; first output %.0f us after start, total %.1f ms",

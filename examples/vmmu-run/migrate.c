@@ -10,8 +10,9 @@
  *      (the destination starts zeroed);
  *   2. rounds: read the dirty log (vmmu_vm_dirty_get(): one call whatever the
  *      mode, bitmap, manual protect or ring) and send those pages, while the
- *      guest runs on; stop when what is left would go out within the downtime
- *      budget at the bandwidth of the last round, or after max_rounds;
+ *      guest runs on; stop when what is left would go out within a quarter
+ *      of the downtime budget at the bandwidth of the last round, when rounds
+ *      stop converging, or after max_rounds;
  *   3. stop-and-copy: park the vCPU, read the log once more, send the pages
  *      still dirty and the vCPU state; the destination resumes.
  * A failure before the destination confirmed resumes the source guest.
@@ -90,8 +91,15 @@ static int local_finish(struct sink *s, const struct vcpu_state *st)
 	return machine_resume(ls->dst);
 }
 
-/* Over a socket: records packed into 1 MiB batches, two batches alternating. */
-#define BATCH_SIZE (1u << 20)
+/* Over a socket: records packed into 4 MiB batches, two batches alternating. */
+#define BATCH_SIZE (4u << 20)
+/*
+ * The receiver reads ahead at most this much into its buffer: the rest of a
+ * PAGE record is received straight into guest RAM (one copy fewer).
+ */
+#define READ_AHEAD (64u << 10)
+/* A peer silent this long has gone: the destination aborts, the source resumes its guest. */
+#define STREAM_TIMEOUT_MS 10000
 
 struct stream_sink {
 	struct sink s;
@@ -101,13 +109,32 @@ struct stream_sink {
 	size_t used;
 	int cur;
 	uint64_t records;
+	size_t open;        /* offset in the current batch of the PAGE record still growing, or NO_OPEN */
+	uint64_t open_next; /* the GPA that would extend it */
 	char peer_msg[200]; /* the destination's NAK text, if it sent one */
 };
+
+#define NO_OPEN SIZE_MAX
+
+/* Finish the growing PAGE record: its check covers the copy in the batch (the guest may write the page meanwhile). */
+static void stream_close(struct stream_sink *ss)
+{
+	struct record r;
+	uint8_t *at = ss->buf[ss->cur] + ss->open;
+
+	if (ss->open == NO_OPEN)
+		return;
+	memcpy(&r, at, sizeof(r));
+	r.check = record_check(&r, at + sizeof(r));
+	memcpy(at, &r, sizeof(r));
+	ss->open = NO_OPEN;
+}
 
 static int stream_flush(struct stream_sink *ss)
 {
 	int ret;
 
+	stream_close(ss);
 	if (!ss->used)
 		return 0;
 	ret = loop_write_async(ss->l, ss->fd, ss->buf[ss->cur], ss->used);
@@ -116,29 +143,62 @@ static int stream_flush(struct stream_sink *ss)
 	return ret;
 }
 
-static int stream_put(struct stream_sink *ss, uint32_t type, uint64_t arg, const void *payload, uint32_t len)
+/* Append a record, copying @len bytes of @payload; with @grow leave it open for stream_page() to extend. */
+static int stream_put_record(struct stream_sink *ss, uint32_t type, uint64_t arg, const void *payload, uint32_t len,
+			     bool grow)
 {
 	struct record r = { .type = type, .len = len, .arg = arg };
+	uint8_t *to;
 	int ret;
 
+	stream_close(ss);
 	if (ss->used + sizeof(r) + len > BATCH_SIZE) {
 		ret = stream_flush(ss);
 		if (ret)
 			return ret;
 	}
-	r.check = record_check(&r, payload);
-	memcpy(ss->buf[ss->cur] + ss->used, &r, sizeof(r));
+	to = ss->buf[ss->cur] + ss->used;
 	if (len)
-		memcpy(ss->buf[ss->cur] + ss->used + sizeof(r), payload, len);
+		memcpy(to + sizeof(r), payload, len);
+	memcpy(to, &r, sizeof(r));
+	ss->open = ss->used;
 	ss->used += sizeof(r) + len;
 	ss->s.bytes += sizeof(r) + len;
 	ss->records++;
+	if (!grow)
+		stream_close(ss);
 	return 0;
 }
 
+static int stream_put(struct stream_sink *ss, uint32_t type, uint64_t arg, const void *payload, uint32_t len)
+{
+	return stream_put_record(ss, type, arg, payload, len, false);
+}
+
+/* Consecutive pages share one PAGE record (up to MAX_RUN bytes): fewer headers, longer receives. */
 static int stream_page(struct sink *s, uint64_t gpa, const uint8_t *data, bool zero)
 {
-	return stream_put((struct stream_sink *)s, zero ? REC_ZERO : REC_PAGE, gpa, data, zero ? 0 : PAGE_SIZE);
+	struct stream_sink *ss = (struct stream_sink *)s;
+	struct record r;
+	uint8_t *at;
+
+	if (zero)
+		return stream_put(ss, REC_ZERO, gpa, NULL, 0);
+	if (ss->open != NO_OPEN && gpa == ss->open_next && ss->used + PAGE_SIZE <= BATCH_SIZE) {
+		at = ss->buf[ss->cur] + ss->open;
+		memcpy(&r, at, sizeof(r));
+		if (r.len + PAGE_SIZE <= MAX_RUN) {
+			memcpy(ss->buf[ss->cur] + ss->used, data, PAGE_SIZE);
+			r.len += PAGE_SIZE;
+			memcpy(at, &r, sizeof(r));
+			ss->used += PAGE_SIZE;
+			ss->s.bytes += PAGE_SIZE;
+			ss->open_next += PAGE_SIZE;
+			return 0;
+		}
+	}
+	ss->open_next = gpa + PAGE_SIZE;
+	return stream_put_record(ss, REC_PAGE, gpa, data, PAGE_SIZE, true);
 }
 
 static int stream_round(struct sink *s, unsigned int round)
@@ -146,11 +206,14 @@ static int stream_round(struct sink *s, unsigned int round)
 	return stream_put((struct stream_sink *)s, REC_ROUND, round, NULL, 0);
 }
 
-/* Read a NAK the destination may have sent; fill peer_msg. Return true if there was one. */
-static bool stream_peer_refused(struct stream_sink *ss, bool wait)
+/*
+ * Look (without consuming: it may be the ACK) for a NAK the destination sent;
+ * report it. Return true if there was one.
+ */
+static bool stream_peer_refused(struct stream_sink *ss)
 {
 	uint8_t buf[sizeof(struct record) + 256];
-	ssize_t n = recv(ss->fd, buf, sizeof(buf), wait ? MSG_WAITALL : MSG_DONTWAIT);
+	ssize_t n = recv(ss->fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_PEEK);
 	struct record r;
 
 	if (n < (ssize_t)sizeof(r))
@@ -174,7 +237,7 @@ static int stream_round_end(struct sink *s)
 
 	if (!ret)
 		ret = loop_write_wait(ss->l);
-	if (!ret && stream_peer_refused(ss, false))
+	if (!ret && stream_peer_refused(ss))
 		ret = -ECONNREFUSED;
 	return ret;
 }
@@ -193,21 +256,25 @@ static int stream_finish(struct sink *s, const struct vcpu_state *st)
 	if (ret)
 		return ret;
 	/* The destination confirms before its guest runs: only then may the source go. */
-	ret = loop_read_all(ss->l, ss->fd, &r, sizeof(r));
-	if (ret == (int)sizeof(r) && r.type == REC_ACK && r.len == 0 && r.check == record_check(&r, NULL))
-		return 0;
-	if (ret > 0 && r.type == REC_NAK) {
-		msg("the destination refused the stream at its end");
-		return -ECONNREFUSED;
+	for (size_t got = 0; got < sizeof(r); got += (size_t)ret) {
+		ret = loop_read(ss->l, ss->fd, (uint8_t *)&r + got, sizeof(r) - got, STREAM_TIMEOUT_MS);
+		if (ret <= 0) {
+			msg("no confirmation from the destination: %s", ret ? strerror(-ret) : "connection closed");
+			return ret ? ret : -ECONNRESET;
+		}
 	}
-	return ret < 0 ? ret : -ECONNRESET;
+	if (r.type == REC_ACK && r.len == 0 && r.check == record_check(&r, NULL))
+		return 0;
+	msg("the destination answered %s instead of confirming", r.type == REC_NAK ? "a refusal" : "garbage");
+	return -ECONNREFUSED;
 }
 
 /* ---------------------------------------------------------------- precopy */
 
 struct precopy_stats {
 	unsigned int rounds;
-	uint64_t pages, t_start, t_stop, t_end, last_pages;
+	uint64_t pages, last_pages;
+	uint64_t t_start, t_stop, t_parked, t_logged, t_copied, t_end; /* the phases of the switch */
 };
 
 /*
@@ -217,7 +284,16 @@ struct precopy_stats {
  */
 static int dirty_get(struct machine *m, uint64_t *bm, uint64_t words)
 {
-	int ret = vmmu_vm_dirty_get(m->vm, 0, bm), n = 0;
+	int ret, n = 0, tries = 0;
+
+	/*
+	 * Ring mode: KVM_RESET_DIRTY_RINGS stops early with -EINTR when a signal
+	 * is pending (Linux 6.18 does), and the library passes that on. Harvested
+	 * entries stay in the VM's log, so calling again loses nothing.
+	 */
+	do
+		ret = vmmu_vm_dirty_get(m->vm, 0, bm);
+	while (ret == -EINTR && ++tries < 1000);
 
 	if (ret < 0)
 		return ret;
@@ -262,6 +338,7 @@ static int precopy(struct machine *m, struct sink *s, const struct migrate_opts 
 	uint64_t npages = m->mem_size / PAGE_SIZE, words = (npages + 63) / 64;
 	uint64_t *bm = calloc(words, 8), *last = calloc(words, 8);
 	double bytes_per_ns = 0;
+	uint64_t prev_dirty = 0;
 	bool parked = false;
 	int ret, dirty;
 
@@ -299,9 +376,16 @@ static int precopy(struct machine *m, struct sink *s, const struct migrate_opts 
 			goto out;
 		}
 		progress(round, sent, s->bytes - b0, t, dirty);
-		/* Stop when the rest fits in the downtime budget (bandwidth of this round). */
-		if ((double)dirty * PAGE_SIZE <= bytes_per_ns * o->max_downtime_ms * 1e6 || round >= o->max_rounds)
+		/*
+		 * Stop-and-copy when the rest would copy, at this round's bandwidth,
+		 * in a quarter of the downtime budget (the rest of it goes to stopping
+		 * the vCPU and handing over), when a round no longer halves the dirty
+		 * set (more rounds would not converge), or after max_rounds.
+		 */
+		if ((double)dirty * PAGE_SIZE <= bytes_per_ns * o->max_downtime_ms * 1e6 / 4 ||
+		    (round > 1 && (uint64_t)dirty * 2 > prev_dirty) || round >= o->max_rounds)
 			break;
+		prev_dirty = (uint64_t)dirty;
 	}
 
 	/* Stop-and-copy. The pages in bm were reported but not sent yet. */
@@ -312,6 +396,7 @@ static int precopy(struct machine *m, struct sink *s, const struct migrate_opts 
 		goto out;
 	}
 	parked = true;
+	st->t_parked = now_ns();
 	dirty = dirty_get(m, last, words);
 	if (dirty < 0) {
 		ret = dirty;
@@ -322,11 +407,13 @@ static int precopy(struct machine *m, struct sink *s, const struct migrate_opts 
 	struct vcpu_state vs;
 	uint64_t sent = 0;
 
+	st->t_logged = now_ns();
 	ret = machine_get_state(m, &vs);
 	if (!ret)
 		ret = s->round_begin(s, st->rounds + 1);
 	if (!ret)
 		ret = send_pages(m, s, bm, npages, false, &sent);
+	st->t_copied = now_ns();
 	if (!ret)
 		ret = s->finish(s, &vs);
 	st->last_pages = sent;
@@ -346,26 +433,36 @@ out:
 	return ret;
 }
 
-static void summary(const struct precopy_stats *st, uint64_t bytes, uint64_t mem_size)
+static void summary(struct machine *m, const struct precopy_stats *st, uint64_t bytes)
 {
+	uint64_t mem_size = m->mem_size;
+
 	double total = (double)(st->t_end - st->t_start) / 1e6;
 
 	msg("migrated in %.1f ms: downtime %.2f ms (last %llu pages + vCPU), %u pre-copy rounds, %llu pages, "
 	    "%.1f MiB sent (%.2fx RAM), %.0f MB/s overall", total, (double)(st->t_end - st->t_stop) / 1e6,
 	    (unsigned long long)st->last_pages, st->rounds, (unsigned long long)st->pages,
 	    (double)bytes / (1 << 20), (double)bytes / (double)mem_size, (double)bytes / 1e3 / total);
+	msg("downtime: stop the vCPU %.2f ms, read the dirty log %.2f ms, copy %.2f ms, state and resume %.2f ms",
+	    (double)(st->t_parked - st->t_stop) / 1e6, (double)(st->t_logged - st->t_parked) / 1e6,
+	    (double)(st->t_copied - st->t_logged) / 1e6, (double)(st->t_end - st->t_copied) / 1e6);
+	if (m->dirty_mode == VMMU_DIRTY_RING)
+		msg("dirty ring: %llu ring-full exits harvested by the vCPU thread",
+		    (unsigned long long)m->ring_full_exits);
 }
 
 int migrate_local(struct machine *src, struct loop *l, const struct migrate_opts *o, struct machine *dst)
 {
-	struct local_sink ls = { .s = { local_page, local_round, local_nop, local_finish }, .dst = dst };
+	struct local_sink ls = { .s = { .page = local_page, .round_begin = local_round, .round_end = local_nop,
+					.finish = local_finish },
+				 .dst = dst };
 	struct precopy_stats st;
 	int ret;
 
 	(void)l;
 	msg("migrating to a second VM in this process (dirty log: %s)",
 	    o->dirty_mode == VMMU_DIRTY_RING ? "ring" : o->dirty_mode == VMMU_DIRTY_MANUAL ? "manual" : "bitmap");
-	ret = machine_create(dst, "auto", VMMU_DIRTY_GET_CLEAR, src->mem_size, true);
+	ret = machine_create(dst, vmmu_vm_backend_name(src->vm), VMMU_DIRTY_GET_CLEAR, src->mem_size, true);
 	if (ret) {
 		machine_destroy(dst);
 		return ret;
@@ -377,7 +474,7 @@ int migrate_local(struct machine *src, struct loop *l, const struct migrate_opts
 		machine_destroy(dst);
 		return ret;
 	}
-	summary(&st, ls.s.bytes, src->mem_size);
+	summary(src, &st, ls.s.bytes);
 	return 0;
 }
 
@@ -415,8 +512,9 @@ static int resolve(const char *spec, const char *default_host, struct sockaddr_s
 
 int migrate_to_peer(struct machine *src, struct loop *l, const struct migrate_opts *o)
 {
-	struct stream_sink ss = { .s = { stream_page, stream_round, stream_round_end, stream_finish }, .l = l,
-				  .fd = -1 };
+	struct stream_sink ss = { .s = { .page = stream_page, .round_begin = stream_round,
+					 .round_end = stream_round_end, .finish = stream_finish }, .l = l,
+				  .fd = -1, .open = NO_OPEN };
 	struct stream_header h = { .magic = STREAM_MAGIC, .version = STREAM_VERSION, .header_size = sizeof(h),
 				   .mem_size = src->mem_size, .page_size = PAGE_SIZE,
 				   .state_size = sizeof(struct vcpu_state) };
@@ -447,11 +545,11 @@ int migrate_to_peer(struct machine *src, struct loop *l, const struct migrate_op
 	if (!ret)
 		ret = precopy(src, &ss.s, o, &st);
 	if (ret) {
-		if (ret != -ECONNREFUSED && !stream_peer_refused(&ss, false))
+		if (ret != -ECONNREFUSED && !stream_peer_refused(&ss))
 			msg("the stream broke: %s", strerror(-ret));
 		goto out;
 	}
-	summary(&st, ss.s.bytes + sizeof(h), src->mem_size);
+	summary(src, &st, ss.s.bytes + sizeof(h));
 out:
 	if (ss.fd >= 0)
 		close(ss.fd);
@@ -475,17 +573,38 @@ static int reader_need(struct reader *r, size_t len)
 	while (r->end - r->start < len) {
 		int n;
 
-		if (r->start) {
+		if (r->end + READ_AHEAD > BATCH_SIZE) { /* compact: the unread part moves to the front */
 			memmove(r->buf, r->buf + r->start, r->end - r->start);
 			r->end -= r->start;
 			r->start = 0;
 		}
-		n = loop_read_all(r->l, r->fd, r->buf + r->end, BATCH_SIZE - r->end);
+		n = loop_read(r->l, r->fd, r->buf + r->end, READ_AHEAD, STREAM_TIMEOUT_MS);
 		if (n < 0)
 			return n;
 		if (n == 0)
 			return -ENODATA;
 		r->end += (size_t)n;
+	}
+	return 0;
+}
+
+/* Move @len bytes of the stream to @to: what is buffered, then straight from the socket. */
+static int reader_into(struct reader *r, uint8_t *to, size_t len)
+{
+	size_t have = r->end - r->start;
+
+	if (have > len)
+		have = len;
+	memcpy(to, r->buf + r->start, have);
+	r->start += have;
+	r->consumed += have;
+	while (have < len) {
+		int n = loop_read(r->l, r->fd, to + have, len - have, STREAM_TIMEOUT_MS);
+
+		if (n <= 0)
+			return n ? n : -ENODATA;
+		have += (size_t)n;
+		r->consumed += (uint64_t)n;
 	}
 	return 0;
 }
@@ -589,42 +708,50 @@ static int receive(struct reader *r, const char *backend, struct machine *dst, b
 		if (ret)
 			goto broken;
 		memcpy(&rec, reader_take(r, sizeof(rec)), sizeof(rec));
-		if (rec.len > PAGE_SIZE || rec.type < REC_PAGE || rec.type > REC_END) {
+		if (rec.len > MAX_RUN || rec.type < REC_PAGE || rec.type > REC_END) {
 			snprintf(why, sizeof(why), "corrupt record %llu (type %u, %u bytes)",
 				 (unsigned long long)records, rec.type, rec.len);
 			refuse(r->fd, NAK_FORMAT, why);
 			msg("refused: %s", why);
 			return EXIT_PROTOCOL;
 		}
-		ret = reader_need(r, rec.len);
-		if (ret)
-			goto broken;
-		payload = reader_take(r, rec.len);
-		if (rec.check != record_check(&rec, payload)) {
-			snprintf(why, sizeof(why), "record %llu fails its check", (unsigned long long)records);
-			refuse(r->fd, NAK_BROKEN, why);
-			msg("refused: %s", why);
-			return EXIT_IO;
-		}
-		bool bad_gpa = (rec.type == REC_PAGE || rec.type == REC_ZERO) &&
-			       (rec.arg % PAGE_SIZE || rec.arg >= h.mem_size);
+		/* Where a record may go is checked before its payload is read. */
+		bool page = rec.type == REC_PAGE, zero = rec.type == REC_ZERO;
+		bool bad = ((page || zero) && (rec.arg % PAGE_SIZE || rec.arg >= h.mem_size)) ||
+			   (page && (!rec.len || rec.len % PAGE_SIZE || rec.len > h.mem_size - rec.arg)) ||
+			   (!page && rec.type != REC_STATE && rec.len) ||
+			   (rec.type == REC_STATE && rec.len != sizeof(vs)) ||
+			   (rec.type == REC_END && (rec.arg != records || !have_state));
 
-		if (bad_gpa || (rec.type == REC_PAGE && rec.len != PAGE_SIZE) ||
-		    (rec.type == REC_STATE && rec.len != sizeof(vs)) ||
-		    (rec.type == REC_END && (rec.arg != records || !have_state))) {
+		if (bad) {
 			snprintf(why, sizeof(why), "inconsistent record %llu (type %u)", (unsigned long long)records,
 				 rec.type);
 			refuse(r->fd, NAK_FORMAT, why);
 			msg("refused: %s", why);
 			return EXIT_PROTOCOL;
 		}
+		if (page) {
+			/* Straight into guest RAM, received there for the most part; checked in place. */
+			payload = (uint8_t *)dst->ram.hva + rec.arg;
+			ret = reader_into(r, (uint8_t *)payload, rec.len);
+		} else {
+			ret = reader_need(r, rec.len);
+			payload = ret ? NULL : reader_take(r, rec.len);
+		}
+		if (ret)
+			goto broken;
+		if (rec.check != record_check(&rec, payload)) {
+			snprintf(why, sizeof(why), "record %llu fails its check", (unsigned long long)records);
+			refuse(r->fd, NAK_BROKEN, why);
+			msg("refused: %s", why);
+			return EXIT_IO;
+		}
 		if (rec.type == REC_END)
 			break;
 		records++;
 		switch (rec.type) {
 		case REC_PAGE:
-			memcpy((uint8_t *)dst->ram.hva + rec.arg, payload, PAGE_SIZE);
-			pages++;
+			pages += rec.len / PAGE_SIZE; /* already in place */
 			break;
 		case REC_ZERO:
 			memset((uint8_t *)dst->ram.hva + rec.arg, 0, PAGE_SIZE);

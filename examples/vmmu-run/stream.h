@@ -24,8 +24,11 @@ struct stream_header {
 	uint64_t check;        /* hash64 of the bytes before this field */
 };
 
+/* A PAGE record carries 1 to 64 consecutive pages. */
+#define MAX_RUN (64u * 4096u)
+
 enum record_type {
-	REC_PAGE = 1,  /* arg: GPA; payload: the 4096-byte page */
+	REC_PAGE = 1,  /* arg: GPA of the first page; payload: len / 4096 consecutive pages (len <= MAX_RUN) */
 	REC_ZERO = 2,  /* arg: GPA of a page that is now all zero; no payload */
 	REC_ROUND = 3, /* arg: number of the pre-copy round that begins */
 	REC_STATE = 4, /* payload: struct vcpu_state (registers, special registers, epoch) */

@@ -63,6 +63,7 @@ struct machine {
 	bool thread_started;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
+	pthread_cond_t pace_cond;   /* CLOCK_MONOTONIC: the pacing wait, cut short by machine_park() */
 	enum machine_state state;   /* under lock */
 	bool resume;                /* under lock: the parked thread may go on */
 	bool quit;                  /* under lock: the parked thread must end */
@@ -83,8 +84,11 @@ struct machine {
 };
 
 /* machine.c */
-int machine_setup(struct machine *m, const char *backend, uint32_t dirty_mode, uint64_t mem_size); /* main.c */
-int machine_create(struct machine *m, const char *backend, uint32_t dirty_mode, uint64_t mem_size, bool prefault);
+extern unsigned int ring_entries; /* dirty ring entries per vCPU (--ring-entries), 0 = library default */
+/* main.c: machine_create() with the error explained; 0 or an exit status */
+int machine_setup(struct machine *m, const char *backend, uint32_t dirty_mode, uint64_t mem_size);
+int machine_create(struct machine *m, const char *backend, uint32_t dirty_mode, uint64_t mem_size,
+		   bool prefault);
 int machine_load_guest(struct machine *m, const struct workload *w);
 int machine_start(struct machine *m);
 int machine_park(struct machine *m);
@@ -107,7 +111,7 @@ int loop_watch(struct loop *l, int fd, enum loop_tag tag);
 int loop_timer(struct loop *l, uint64_t ns);
 int loop_wait(struct loop *l, enum loop_tag *tag, uint64_t *count);
 int loop_write_all(struct loop *l, int fd, const void *buf, size_t len);
-int loop_read_all(struct loop *l, int fd, void *buf, size_t len);
+int loop_read(struct loop *l, int fd, void *buf, size_t len, unsigned int timeout_ms);
 int loop_write_async(struct loop *l, int fd, const void *buf, size_t len);
 int loop_write_wait(struct loop *l);
 int loop_connect(struct loop *l, int fd, const void *addr, unsigned int addrlen);
@@ -125,7 +129,8 @@ struct migrate_opts {
 };
 int migrate_local(struct machine *src, struct loop *l, const struct migrate_opts *o, struct machine *dst);
 int migrate_to_peer(struct machine *src, struct loop *l, const struct migrate_opts *o);
-int migrate_listen(const char *addr, struct loop *l, const char *backend, struct machine *dst, bool keep_caps);
+int migrate_listen(const char *addr, struct loop *l, const char *backend, struct machine *dst,
+		   bool keep_caps);
 int snapshot_write(struct machine *m, const char *path);
 int snapshot_restore(const char *path, const char *backend, struct machine *m);
 

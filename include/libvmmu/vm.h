@@ -18,6 +18,35 @@
  * The finer calls (peek/clear for manual protect, ring harvest/reset) are there
  * for callers who want to split those steps.
  *
+ * A minimal run loop (errors unchecked for brevity; tests/kvm/guest.h builds
+ * the page tables and registers of a real long-mode guest):
+ *
+ *	struct vmmu_vm_options o = { .size = sizeof(o), .dirty_mode = VMMU_DIRTY_RING };
+ *	struct vmmu_guestmem ram;
+ *	struct vmmu_vm *vm;
+ *	struct vmmu_vcpu *cpu;
+ *	struct vmmu_exit e;
+ *
+ *	vmmu_vm_create(&vm, NULL, &o);                    // $VMMU_BACKEND, else auto
+ *	vmmu_guestmem_init(&ram, 64 << 20, VMMU_GUESTMEM_DEFAULT);
+ *	vmmu_vm_memslot_add(vm, 0, 0, ram.size, ram.hva, VMMU_MEMSLOT_LOG_DIRTY);
+ *	vmmu_vcpu_create(vm, 0, &cpu);
+ *	... vmmu_vcpu_set_sregs() / vmmu_vcpu_set_regs() ...
+ *	for (;;) {
+ *		vmmu_vcpu_run(cpu, &e);
+ *		if (e.reason == VMMU_EXIT_DIRTY_RING_FULL) {
+ *			vmmu_vcpu_dirty_harvest(cpu);
+ *			vmmu_vm_dirty_reset(vm);
+ *		} else if (e.reason == VMMU_EXIT_IO) {
+ *			... e.io.port, e.io.data ...
+ *		} else if (e.reason == VMMU_EXIT_HLT) {
+ *			break;
+ *		}
+ *	}
+ *	vmmu_vm_dirty_get(vm, 0, bitmap);                 // from any thread, any time
+ *	vmmu_vm_destroy(vm);
+ *	vmmu_guestmem_finish(&ram);
+ *
  * Threading: each vCPU is used by one thread at a time (vmmu_vcpu_kick() may be
  * called from any thread). Memslot changes must not race with each other nor
  * with dirty-log calls on the slot changed. Dirty-log calls may run while
@@ -49,7 +78,7 @@ struct vmmu_vcpu;
 /** How dirty pages are tracked (struct vmmu_vm_options.dirty_mode). */
 enum vmmu_dirty_mode {
 	VMMU_DIRTY_GET_CLEAR = 0, /**< bitmap; reading it clears it and re-arms (KVM_GET_DIRTY_LOG) */
-	VMMU_DIRTY_MANUAL = 1,    /**< bitmap; reading does not re-arm; clear ranges explicitly (MANUAL_PROTECT2) */
+	VMMU_DIRTY_MANUAL = 1,    /**< bitmap; reading does not re-arm; clear ranges yourself (PROTECT2) */
 	VMMU_DIRTY_RING = 2,      /**< per-vCPU rings of dirtied frames, harvested then reset */
 };
 
@@ -101,7 +130,10 @@ struct vmmu_vm_caps {
  */
 VMMU_API int vmmu_vm_create(struct vmmu_vm **out, const char *backend, const struct vmmu_vm_options *opts);
 
-/** vmmu_vm_destroy() - destroy a VM, its vCPUs and notifiers (not the caller's memory). NULL is a no-op. */
+/**
+ * vmmu_vm_destroy() - destroy a VM, its vCPUs and notifiers (not the caller's
+ * memory). NULL is a no-op. No other call may be running on the VM or its vCPUs.
+ */
 VMMU_API void vmmu_vm_destroy(struct vmmu_vm *vm);
 
 /** vmmu_vm_backend_name() - "kvm", "hvf", ...; a static string. */
@@ -243,7 +275,10 @@ VMMU_API int vmmu_vcpu_create(struct vmmu_vm *vm, uint32_t id, struct vmmu_vcpu 
  */
 VMMU_API void vmmu_vcpu_destroy(struct vmmu_vcpu *vcpu);
 
-/** vmmu_vcpu_get_regs() / _set_regs() / _get_sregs() / _set_sregs(): Return 0; -EINVAL; -EBADF (destroyed); backend -errno. */
+/**
+ * vmmu_vcpu_get_regs() / _set_regs() / _get_sregs() / _set_sregs() - register access.
+ * Return: 0; -EINVAL; -EBADF (destroyed); backend -errno.
+ */
 VMMU_API int vmmu_vcpu_get_regs(struct vmmu_vcpu *vcpu, struct vmmu_regs *regs);
 VMMU_API int vmmu_vcpu_set_regs(struct vmmu_vcpu *vcpu, const struct vmmu_regs *regs);
 VMMU_API int vmmu_vcpu_get_sregs(struct vmmu_vcpu *vcpu, struct vmmu_sregs *sregs);
@@ -273,14 +308,14 @@ struct vmmu_exit {
 			uint8_t size;     /**< 1, 2 or 4 bytes per element */
 			uint8_t is_write; /**< OUT */
 			uint32_t count;   /**< elements (string I/O) */
-			uint8_t *data;    /**< count * size bytes: OUT data; for IN, fill before the next run */
+			uint8_t *data;    /**< count * size bytes: OUT data; IN: fill before the next run */
 		} io;
 		struct {
 			vmmu_gpa_t gpa;
 			uint32_t len;     /**< 1..8 */
 			uint8_t is_write;
 			uint8_t pad[3];
-			uint8_t *data;    /**< len bytes: written value; for a read, fill before the next run */
+			uint8_t *data;    /**< len bytes: the value written; read: fill before the next run */
 		} mmio;
 		struct {
 			vmmu_gpa_t gpa;
@@ -301,8 +336,11 @@ struct vmmu_exit {
  * @exit: receives the exit.
  *
  * An interrupted run (a signal, vmmu_vcpu_kick()) is VMMU_EXIT_INTR, not an
- * error. Return: 0; -EINVAL; -EBADF (destroyed vCPU); backend -errno (-EFAULT
- * for a memory fault KVM reports as an error, ...).
+ * error; a memory fault the backend describes (KVM_EXIT_MEMORY_FAULT, which
+ * KVM returns with EFAULT) is VMMU_EXIT_FAULT. Return: 0; -EINVAL; -EBADF
+ * (destroyed vCPU); backend -errno (-EFAULT for a fault KVM does not
+ * describe, such as host memory unmapped under a slot; -EAGAIN if KVM keeps
+ * refusing to run).
  */
 VMMU_API int vmmu_vcpu_run(struct vmmu_vcpu *vcpu, struct vmmu_exit *exit);
 
@@ -315,7 +353,8 @@ VMMU_API int vmmu_vcpu_run(struct vmmu_vcpu *vcpu, struct vmmu_exit *exit);
  * KVM backend: sets kvm_run.immediate_exit, then sends SIGRTMIN to the thread
  * inside KVM_RUN. The library installs an empty SIGRTMIN handler (without
  * SA_RESTART) at the first vCPU creation unless the application already
- * handles SIGRTMIN, in which case its handler is kept and must not restart.
+ * handles (or ignores) SIGRTMIN, in which case its disposition is kept: it must
+ * then be a handler without SA_RESTART. vCPU threads must not block SIGRTMIN.
  * Return: 0; -EINVAL; -EBADF; -EOPNOTSUPP.
  */
 VMMU_API int vmmu_vcpu_kick(struct vmmu_vcpu *vcpu);

@@ -139,7 +139,8 @@ static inline void guest_set_idt_gate(struct guest *g, int vec, uint64_t handler
 {
 	uint64_t *gate = guest_u64(g, GUEST_IDT + (uint64_t)vec * 16);
 
-	gate[0] = (handler & 0xffff) | ((uint64_t)SEL_KCODE << 16) | (0x8eULL << 40) | ((handler >> 16 & 0xffff) << 48);
+	gate[0] = (handler & 0xffff) | ((uint64_t)SEL_KCODE << 16) | (0x8eULL << 40) |
+		  ((handler >> 16 & 0xffff) << 48);
 	gate[1] = handler >> 32;
 }
 

@@ -121,7 +121,8 @@ static void test_dirty_calls_in_the_wrong_mode_or_slot(void **state)
 	EXPECT_ERR(vmmu_vm_dirty_clear(vm, 1, 0, 32, bits), -EOPNOTSUPP);
 	EXPECT_ERR(vmmu_vm_dirty_mark(vm, 0x1000, 4096), -EPERM);      /* slot 0 does not log */
 	EXPECT_ERR(vmmu_vm_dirty_mark(vm, 1ULL << 40, 1), -EFAULT);    /* no slot at all */
-	EXPECT_ERR(vmmu_vm_dirty_mark(vm, 31 * 4096, 2 * 4096), -EPERM); /* straddles 0 and 1: nothing marked */
+	EXPECT_ERR(vmmu_vm_dirty_mark(vm, 31 * 4096, 2 * 4096),
+		   -EPERM); /* straddles 0 and 1: nothing marked */
 	EXPECT_ERR(vmmu_vm_dirty_mark(vm, 32 * 4096, 0), -EINVAL);
 	log_capture_stop();
 	assert_int_equal(vmmu_vm_dirty_get(vm, 1, bits), 0);

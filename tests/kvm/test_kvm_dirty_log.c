@@ -30,23 +30,35 @@
 #define ITERATIONS      110
 #define PORT_SYNC       0x12
 
+#define MAX_VCPUS 2
+
+struct run;
+
+struct vcpu_arg {
+	struct run *r;
+	struct vmmu_vcpu *vcpu;
+};
+
 struct run {
 	struct guest g;
 	struct vmmu_guestmem test;
+	struct vcpu_arg arg[MAX_VCPUS];
+	int nvcpus;
 	atomic_uint syncs;
 	atomic_bool stop_req, quit;
 	sem_t stopped, cont;
-	unsigned int ring_full;
-	int failure; /* an unexpected exit or error in the vCPU thread */
+	atomic_uint ring_full;
+	atomic_int failure; /* an unexpected exit or error in a vCPU thread */
 };
 
 static void *vcpu_thread(void *arg)
 {
-	struct run *r = arg;
+	struct run *r = ((struct vcpu_arg *)arg)->r;
+	struct vmmu_vcpu *vcpu = ((struct vcpu_arg *)arg)->vcpu;
 	struct vmmu_exit e;
 
 	for (;;) {
-		int ret = vmmu_vcpu_run(r->g.vcpu, &e);
+		int ret = vmmu_vcpu_run(vcpu, &e);
 
 		if (ret) {
 			r->failure = ret;
@@ -54,8 +66,8 @@ static void *vcpu_thread(void *arg)
 		}
 		if (e.reason == VMMU_EXIT_DIRTY_RING_FULL) {
 			/* KVM: harvest this ring and reset before entering again. */
-			r->ring_full++;
-			if (vmmu_vcpu_dirty_harvest(r->g.vcpu) < 0 || vmmu_vm_dirty_reset(r->g.vm) < 0) {
+			atomic_fetch_add(&r->ring_full, 1);
+			if (vmmu_vcpu_dirty_harvest(vcpu) < 0 || vmmu_vm_dirty_reset(r->g.vm) < 0) {
 				r->failure = -EIO;
 				break;
 			}
@@ -89,7 +101,23 @@ static void wait_syncs(struct run *r, unsigned int n)
 		nanosleep(&ts, NULL);
 }
 
-static void run_mode(uint32_t mode, uint32_t flags)
+/* vCPU @id of the guest, entering the dirty workload with its own seed. */
+static struct vmmu_vcpu *add_vcpu(struct guest *g, uint32_t id)
+{
+	struct vmmu_vcpu *first = g->vcpu, *v = first;
+
+	if (id)
+		assert_int_equal(vmmu_vcpu_create(g->vm, id, &v), 0);
+	g->vcpu = v;
+	assert_int_equal(guest_set_cpu(g, GUEST_CODE, 3), 0);
+	assert_int_equal(guest_set_args(g, TEST_GPA, TEST_PAGES - 1, GUEST_DATA,
+					0x9e3779b97f4a7c15ULL + id * 7919, WRITES_PER_SYNC),
+			 0);
+	g->vcpu = first;
+	return v;
+}
+
+static void run_mode(uint32_t mode, uint32_t flags, int nvcpus)
 {
 	struct vmmu_vm_options o = { .size = sizeof(o), .dirty_mode = mode, .flags = flags,
 				     .ring_entries = mode == VMMU_DIRTY_RING ? 1024 : 0 };
@@ -98,7 +126,7 @@ static void run_mode(uint32_t mode, uint32_t flags)
 	uint64_t *iteration;
 	uint64_t reported = 0, owed_total = 0;
 	struct run *r = calloc(1, sizeof(*r));
-	pthread_t t;
+	pthread_t t[MAX_VCPUS];
 
 	assert_non_null(r);
 	assert_int_equal(guest_create(&r->g, &o, guest_dirty_start, guest_dirty_end, 3), 0);
@@ -107,11 +135,13 @@ static void run_mode(uint32_t mode, uint32_t flags)
 					     VMMU_MEMSLOT_LOG_DIRTY), 0);
 	iteration = guest_u64(&r->g, GUEST_DATA);
 	*iteration = 1;
-	assert_int_equal(guest_set_args(&r->g, TEST_GPA, TEST_PAGES - 1, GUEST_DATA, 0x9e3779b97f4a7c15ULL,
-				       WRITES_PER_SYNC), 0);
 	sem_init(&r->stopped, 0, 0);
 	sem_init(&r->cont, 0, 0);
-	assert_int_equal(pthread_create(&t, NULL, vcpu_thread, r), 0);
+	r->nvcpus = nvcpus;
+	for (int i = 0; i < nvcpus; i++)
+		r->arg[i] = (struct vcpu_arg){ r, add_vcpu(&r->g, (uint32_t)i) };
+	for (int i = 0; i < nvcpus; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, vcpu_thread, &r->arg[i]), 0);
 
 	for (uint64_t it = 1; it <= ITERATIONS; it++) {
 		const uint64_t *page;
@@ -120,7 +150,8 @@ static void run_mode(uint32_t mode, uint32_t flags)
 		/* Harvest while the guest writes. */
 		assert_int_equal(vmmu_vm_dirty_get(r->g.vm, TEST_SLOT, bmap), 0);
 		atomic_store(&r->stop_req, true);
-		sem_wait(&r->stopped);
+		for (int i = 0; i < nvcpus; i++)
+			sem_wait(&r->stopped);
 		atomic_store(&r->stop_req, false);
 		assert_int_equal(r->failure, 0);
 
@@ -135,49 +166,63 @@ static void run_mode(uint32_t mode, uint32_t flags)
 				reported++;
 				if (v != it && v != it - 1)
 					fail_msg("iteration %llu: page %llu reported dirty but holds %llu",
-						 (unsigned long long)it, (unsigned long long)p, (unsigned long long)v);
+						 (unsigned long long)it, (unsigned long long)p,
+						 (unsigned long long)v);
 				owed[p / 64] &= ~(1ULL << (p % 64));
 				prev[p] = v;
 				continue;
 			}
 			if (was_owed)
-				fail_msg("iteration %llu: page %llu was written after the last harvest but is "
-					 "still not reported (lost)", (unsigned long long)it, (unsigned long long)p);
+				fail_msg(
+				    "iteration %llu: page %llu was written after the last harvest but is "
+				    "still not reported (lost)",
+				    (unsigned long long)it, (unsigned long long)p);
 			if (v > it)
 				fail_msg("page %llu holds %llu from the future", (unsigned long long)p,
 					 (unsigned long long)v);
 			if (v != prev[p]) {
 				/* Changed but not reported: only legal if written after the harvest. */
 				if (v != it)
-					fail_msg("iteration %llu: page %llu changed to %llu unreported (lost)",
-						 (unsigned long long)it, (unsigned long long)p, (unsigned long long)v);
+					fail_msg(
+					    "iteration %llu: page %llu changed to %llu unreported (lost)",
+					    (unsigned long long)it, (unsigned long long)p,
+					    (unsigned long long)v);
 				owed[p / 64] |= 1ULL << (p % 64);
 				owed_total++;
 				prev[p] = v;
 			}
 		}
 		*iteration = it + 1;
-		sem_post(&r->cont);
+		for (int i = 0; i < nvcpus; i++)
+			sem_post(&r->cont);
 	}
 
 	/* Stop for good; in ring mode, a final harvest must reset as many entries as it took. */
 	atomic_store(&r->stop_req, true);
-	sem_wait(&r->stopped);
+	for (int i = 0; i < nvcpus; i++)
+		sem_wait(&r->stopped);
 	assert_int_equal(r->failure, 0);
 	if (mode == VMMU_DIRTY_RING) {
-		int got = vmmu_vcpu_dirty_harvest(r->g.vcpu), reset;
+		int got = 0, reset;
 
-		assert_true(got >= 0);
+		for (int i = 0; i < nvcpus; i++) {
+			int n = vmmu_vcpu_dirty_harvest(r->arg[i].vcpu);
+
+			assert_true(n >= 0);
+			got += n;
+		}
 		reset = vmmu_vm_dirty_reset(r->g.vm);
 		assert_int_equal(reset, got);
-		assert_true(r->ring_full > 0);
-		printf("ring: %u ring-full exits handled\n", r->ring_full);
+		assert_true(atomic_load(&r->ring_full) > 0);
+		printf("ring: %u ring-full exits handled\n", atomic_load(&r->ring_full));
 	}
 	atomic_store(&r->quit, true);
-	sem_post(&r->cont);
-	pthread_join(t, NULL);
-	printf("mode %u: %d iterations, %llu pages reported, %llu owed to a later harvest\n", mode, ITERATIONS,
-	       (unsigned long long)reported, (unsigned long long)owed_total);
+	for (int i = 0; i < nvcpus; i++)
+		sem_post(&r->cont);
+	for (int i = 0; i < nvcpus; i++)
+		pthread_join(t[i], NULL);
+	printf("mode %u, %d vCPU(s): %d iterations, %llu pages reported, %llu owed to a later harvest\n",
+	       mode, nvcpus, ITERATIONS, (unsigned long long)reported, (unsigned long long)owed_total);
 	/* The workload really dirtied pages each round. */
 	assert_true(reported > ITERATIONS * 500ULL);
 
@@ -194,25 +239,38 @@ static void run_mode(uint32_t mode, uint32_t flags)
 static void test_get_clear_reports_every_write(void **state)
 {
 	(void)state;
-	run_mode(VMMU_DIRTY_GET_CLEAR, 0);
+	run_mode(VMMU_DIRTY_GET_CLEAR, 0, 1);
 }
 
 static void test_manual_protect_reports_every_write(void **state)
 {
 	(void)state;
-	run_mode(VMMU_DIRTY_MANUAL, 0);
+	run_mode(VMMU_DIRTY_MANUAL, 0, 1);
 }
 
 static void test_manual_initially_set_reports_every_write(void **state)
 {
 	(void)state;
-	run_mode(VMMU_DIRTY_MANUAL, VMMU_VM_F_INITIALLY_SET);
+	run_mode(VMMU_DIRTY_MANUAL, VMMU_VM_F_INITIALLY_SET, 1);
 }
 
 static void test_ring_reports_every_write(void **state)
 {
 	(void)state;
-	run_mode(VMMU_DIRTY_RING, 0);
+	run_mode(VMMU_DIRTY_RING, 0, 1);
+}
+
+/* Two vCPUs on one slot: the ring harvest walks both rings; the bitmap sees both. */
+static void test_ring_two_vcpus_reports_every_write(void **state)
+{
+	(void)state;
+	run_mode(VMMU_DIRTY_RING, 0, 2);
+}
+
+static void test_manual_two_vcpus_reports_every_write(void **state)
+{
+	(void)state;
+	run_mode(VMMU_DIRTY_MANUAL, 0, 2);
 }
 
 
@@ -358,6 +416,8 @@ int main(void)
 		cmocka_unit_test(test_manual_protect_reports_every_write),
 		cmocka_unit_test(test_manual_initially_set_reports_every_write),
 		cmocka_unit_test(test_ring_reports_every_write),
+		cmocka_unit_test(test_ring_two_vcpus_reports_every_write),
+		cmocka_unit_test(test_manual_two_vcpus_reports_every_write),
 	};
 
 	guest_skip_without_kvm();

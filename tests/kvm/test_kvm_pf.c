@@ -6,9 +6,9 @@
  *
  * Per round: random 4-level tables (random P/W/U/NX bits, 2 MiB leaves,
  * 1 GiB leaves (reserved on this machine), PS in a PML4E, PAT in PTEs,
- * reserved address bits, sub-tables shared within a level) under PML4 entries 1..8; a few hundred reads, writes and fetches
- * at CPL3 over a few dozen GVAs (so pages are revisited and A/D interplay).
- * Checked against:
+ * reserved address bits, sub-tables shared within a level) under PML4 entries 1..8; a few hundred reads,
+ * writes and fetches at CPL3 over a few dozen GVAs (so pages are revisited and A/D interplay). Checked
+ * against:
  *  - a deliberately simple reference model written here (fault or not, error
  *    code, CR2, and the A/D bits left in every table entry);
  *  - with "walker" as the argument: the libvmmu walker through
@@ -71,7 +71,8 @@ static uint64_t random_entry(int level)
 	if (rnd(40) == 0)
 		e |= 1ULL << (MAXPHY + rnd(52 - MAXPHY)); /* reserved address bit */
 	if (level == 1)
-		return e | (DATA_GPA + rnd(DATA_SIZE / 4096) * 4096) | (rnd(4) == 0 ? 1ULL << 7 : 0); /* PAT */
+		return e | (DATA_GPA + rnd(DATA_SIZE / 4096) * 4096) |
+		       (rnd(4) == 0 ? 1ULL << 7 : 0); /* PAT */
 	if (rnd(100) < (level == 2 ? 20 : 3)) {
 		/* PS: a 2 MiB leaf in a PD; reserved in a PDPT (no 1 GiB pages) and a PML4 */
 		e |= 1ULL << 7 | (DATA_GPA + rnd(2) * (2ULL << 20));
@@ -179,7 +180,8 @@ static void compare_tables(const char *who, struct mem *want, const uint8_t *sys
 		memcpy(&b, sys + POOL_GPA + off, 8);
 		if (a != b)
 			fail_msg("%s: table entry at gpa 0x%llx: guest left 0x%llx, model 0x%llx", who,
-				 (unsigned long long)(POOL_GPA + off), (unsigned long long)b, (unsigned long long)a);
+				 (unsigned long long)(POOL_GPA + off), (unsigned long long)b,
+				 (unsigned long long)a);
 	}
 	if (memcmp(want->data, data, DATA_SIZE))
 		fail_msg("%s: data slot differs", who);
@@ -248,8 +250,8 @@ static void run_round(bool with_walker, unsigned int *faults, unsigned int *tota
 
 			assert_true(out == VMMU_WALK_OK || out == VMMU_WALK_PAGE_FAULT);
 			if (got != list[i].error_code)
-				fail_msg("access %d (kind %llu, 0x%llx): the guest saw %llx, the walker %llx", i,
-					 (unsigned long long)list[i].kind, (unsigned long long)list[i].gva,
+				fail_msg("access %d (kind %llu, 0x%llx): the guest saw %llx, the walker %llx",
+					 i, (unsigned long long)list[i].kind, (unsigned long long)list[i].gva,
 					 (unsigned long long)list[i].error_code, (unsigned long long)got);
 			if (out == VMMU_WALK_PAGE_FAULT && res.cr2 != list[i].gva)
 				fail_msg("access %d: walker CR2 0x%llx", i, (unsigned long long)res.cr2);

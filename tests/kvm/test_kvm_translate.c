@@ -50,7 +50,8 @@ static uint64_t random_entry(int level)
 		e |= 1ULL << 7; /* PS: 2 MiB leaf, or a 1 GiB leaf (reserved here) */
 		e |= (rnd(1ULL << (MAXPHY - size_shift)) << size_shift);
 		if (rnd(20) == 0)
-			e |= 1ULL << (size_shift - 1); /* a reserved bit inside the large-page address field */
+			e |=
+			    1ULL << (size_shift - 1); /* a reserved bit inside the large-page address field */
 		return e;
 	}
 	if (level == 1)
@@ -77,7 +78,8 @@ static void build_random_tables(struct guest *g)
  */
 static bool ref_walk(struct guest *g, uint64_t cr3, uint64_t gva, uint64_t *gpa)
 {
-	const uint64_t addr_mask = ((1ULL << MAXPHY) - 1) & ~0xfffULL, rsvd_hi = ((1ULL << 52) - 1) & ~((1ULL << MAXPHY) - 1);
+	const uint64_t addr_mask = ((1ULL << MAXPHY) - 1) & ~0xfffULL,
+		       rsvd_hi = ((1ULL << 52) - 1) & ~((1ULL << MAXPHY) - 1);
 	uint64_t table = cr3 & addr_mask;
 
 	for (int level = 4; level >= 1; level--) {
@@ -170,8 +172,9 @@ static void compare_with_kvm(translate_fn other, const char *name)
 
 			assert_int_equal(vmmu_kvm_translate(g.vcpu, gva, &kvm_gpa, &kvm_valid), 0);
 			if (kvm_valid != ok || (ok && kvm_gpa != gpa))
-				fail_msg("gva 0x%llx: KVM says %d/0x%llx, %s %d/0x%llx", (unsigned long long)gva,
-					 kvm_valid, (unsigned long long)kvm_gpa, name, ok, (unsigned long long)gpa);
+				fail_msg("gva 0x%llx: KVM says %d/0x%llx, %s %d/0x%llx",
+					 (unsigned long long)gva, kvm_valid, (unsigned long long)kvm_gpa,
+					 name, ok, (unsigned long long)gpa);
 			valid += ok;
 			total++;
 		}

@@ -6,7 +6,9 @@ usage: vmmu_run_test.py VMMU_RUN CASE
 Exits 0 (pass), 1 (fail) or 77 (skip: /dev/kvm cannot be opened).
 """
 import os
+import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -72,12 +74,20 @@ def case_bad_args():
     expect(run(["--mem", "3"]), EXIT_USAGE, b"power of two")
     expect(run(["--migrate", "--listen", "1"]), EXIT_USAGE, b"choose one")
     expect(run(["--no-such-option"]), EXIT_USAGE, b"unknown")
+    expect(run(["--backend", "soft"]), 69, b"cannot execute x86")
+    expect(run(["--migrate", "--passes", "1", "--writes", "256", "--after", "5000"]), EXIT_MIGFAIL,
+           b"guest: done: memory checksum ok", b"nothing was migrated")
+    expect(run(["--backend", "nonesuch"]), EXIT_USAGE, b"unknown backend")
 
 
 def case_migrate(mode):
-    p = run(["--migrate", "--dirty-log", mode, "--after", "60"])
+    # ring: a small ring and a longer first round, so that ring-full exits happen
+    extra = ["--ring-entries", "256", "--mem", "64"] if mode == "ring" else []
+    p = run(["--migrate", "--dirty-log", mode, "--after", "60"] + extra)
     expect(p, 0, GREETING, b"round 1:", b"migrated in",
            b"guest: resumed on a new VM: memory checksum ok", b"guest: done: memory checksum ok")
+    if mode == "ring" and b" 0 ring-full exits" in p.stderr:
+        fail("no ring-full exit happened with a 256-entry ring", p.stdout, p.stderr)
 
 
 def start_listener(extra=()):
@@ -111,9 +121,10 @@ def proxy(listen_sock, dst_port, mode):
     """Forward one connection to dst_port, breaking the stream.
 
     truncate: cut after 300000 bytes (during the first pre-copy round);
-    truncate-end: hold back the last 24 bytes (the END record) and cut when the
-    source goes quiet waiting for the confirmation (it is parked in stop-and-copy);
-    version: rewrite the header's version field to 99.
+    truncate-end: forward everything but the END record, then cut (the source
+    is parked in stop-and-copy, waiting for the confirmation);
+    version: rewrite the header's version field to 99;
+    corrupt: flip one bit 200000 bytes into the stream.
     """
     c, _ = listen_sock.accept()
     d = socket.create_connection(("127.0.0.1", dst_port))
@@ -131,23 +142,35 @@ def proxy(listen_sock, dst_port, mode):
         done.set()
 
     threading.Thread(target=back, daemon=True).start()
+    buf, base, next_rec = bytearray(), 0, 40  # truncate-end: record parsing (after the 40-byte header)
     sent = 0
-    tail = b""
-    if mode == "truncate-end":
-        c.settimeout(1.0)
     try:
         while True:
-            try:
-                b = c.recv(65536)
-            except socket.timeout:
-                break
+            b = c.recv(65536)
             if not b:
                 break
             if mode == "truncate-end":
-                b = tail + b
-                tail = b[-24:]
-                d.sendall(b[:-24])
+                # records: u32 type, u32 len, u64 arg, u64 check, then len bytes; END is type 5
+                buf += b
+                end = None
+                while next_rec + 24 <= base + len(buf):
+                    rtype, rlen = struct.unpack_from("<II", buf, next_rec - base)
+                    if rtype == 5:
+                        end = next_rec - base
+                        break
+                    next_rec += 24 + rlen
+                if end is not None:
+                    d.sendall(bytes(buf[:end]))
+                    break
+                keep = min(next_rec - base, len(buf))
+                d.sendall(bytes(buf[:keep]))
+                del buf[:keep]
+                base += keep
                 continue
+            if mode == "corrupt" and sent < 200000 <= sent + len(b):
+                b = bytearray(b)
+                b[200000 - sent] ^= 0x40  # a bit in the middle of some record
+                b = bytes(b)
             if mode == "version" and sent < 12 <= sent + len(b):
                 b = bytearray(b)
                 b[8 - sent] = 99  # the version field: 4 bytes after the 8-byte magic
@@ -188,6 +211,10 @@ def case_broken(mode):
         expect(src, EXIT_MIGFAIL, b"with the guest stopped", b"resumes here")
     if mode.startswith("truncate"):
         expect(d, EXIT_IO, b"truncated")
+    elif mode == "corrupt":
+        if d.returncode not in (EXIT_IO, EXIT_PROTOCOL) or b"refused: " not in d.stderr:
+            fail("the destination did not refuse a corrupt record", d.stdout, d.stderr)
+        expect(src, EXIT_MIGFAIL, b"refused the stream")
     else:
         expect(d, EXIT_PROTOCOL, b"version 99")
         expect(src, EXIT_MIGFAIL, b"version")
@@ -222,6 +249,59 @@ def case_snapshot():
         expect(run(["--restore", f]), EXIT_PROTOCOL, b"version")
 
 
+def case_no_kvm():
+    """Hide /dev/kvm in a private mount namespace: the error must explain it (needs root and unshare)."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        print("SKIP: hiding /dev/kvm needs root and unshare(1)")
+        sys.exit(77)
+    p = subprocess.run(["unshare", "-m", "sh", "-c", 'mount -t tmpfs none /dev && exec "$0"', VMMU_RUN],
+                       capture_output=True, timeout=30)
+    print("$ vmmu-run without /dev/kvm ->", p.returncode)
+    sys.stdout.write(p.stderr.decode(errors="replace"))
+    expect(p, 69, b"/dev/kvm cannot be opened", b"cannot execute x86 guest code")
+
+
+def status_of(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            return dict(line.split(":", 1) for line in f if ":" in line)
+    except OSError:
+        return None
+
+
+def case_caps():
+    """While the guest runs, vmmu-run holds no capability and has no_new_privs (and a migration
+    still creates its second VM); with --keep-caps it keeps them."""
+    for keep in (False, True):
+        args = [VMMU_RUN, "--migrate", "--after", "400"] + (["--keep-caps"] if keep else [])
+        p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        t0, seen = time.time(), None
+        while p.poll() is None and time.time() - t0 < 20:
+            st = status_of(p.pid)
+            if st and (st.get("NoNewPrivs", "").strip() == "1" or (keep and time.time() - t0 > 0.2)):
+                seen = st
+                break
+            time.sleep(0.005)
+        out, err = p.communicate(timeout=30)
+        sys.stdout.write(err.decode(errors="replace"))
+        if p.returncode != 0 or b"resumed on a new VM: memory checksum ok" not in out:
+            fail("the migration did not complete", out, err)
+        if seen is None:
+            fail("never saw the process with its privileges dropped" if not keep else "process gone", out, err)
+        caps = {k: int(seen[k].strip(), 16) for k in ("CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb")}
+        print("keep-caps" if keep else "default", {k: hex(v) for k, v in caps.items()},
+              "NoNewPrivs", seen.get("NoNewPrivs", "?").strip())
+        if keep:
+            if b"privileges: dropped" in err:
+                fail("--keep-caps dropped capabilities", out, err)
+            if os.geteuid() == 0 and not caps["CapEff"]:
+                fail("--keep-caps: root lost its capabilities", out, err)
+        elif any(caps.values()) or seen.get("NoNewPrivs", "").strip() != "1":
+            fail("capabilities left or no_new_privs unset while the guest ran", out, err)
+        elif b"privileges: dropped" not in err:
+            fail("no report of the dropped capabilities", out, err)
+
+
 CASES = {
     "default": case_default,
     "bad-args": case_bad_args,
@@ -231,9 +311,12 @@ CASES = {
     "tcp": case_tcp,
     "tcp-truncated": lambda: case_broken("truncate"),
     "tcp-truncated-end": lambda: case_broken("truncate-end"),
+    "tcp-corrupt": lambda: case_broken("corrupt"),
     "tcp-wrong-version": lambda: case_broken("version"),
     "tcp-unreachable": case_unreachable,
     "snapshot": case_snapshot,
+    "no-kvm": case_no_kvm,
+    "caps": case_caps,
 }
 
 if __name__ == "__main__":
