@@ -7,8 +7,9 @@
  *    non-zero ones: the floor for any scan);
  *  - ring push / harvest / reset per entry vs copying the same 16-byte entries
  *    into and out of a plain array.
- * Each figure is the fastest of several runs (this machine class is shared
- * and noisy; the minimum is the steadiest estimate of the cost itself).
+ * Each figure is the fastest of several repetitions, and each repetition
+ * times the baseline and the library back to back (this machine class is
+ * shared and noisy; the minimum is the steadiest estimate of the cost itself).
  *
  * usage: bench-dirty [reps]   (default 7)
  */
@@ -160,25 +161,35 @@ static uint64_t lib_ranges(const uint64_t *w)
 
 typedef uint64_t (*scan_fn)(const uint64_t *w);
 
-static double time_scan(scan_fn fn, const uint64_t *w, int reps, uint64_t *result)
+/* Time one call of @fn on @w into slot @rep of @t. */
+static uint64_t time_once(scan_fn fn, const uint64_t *w, double *t, int rep)
 {
-	double t[MAXREPS];
+	double t0 = now_ms();
+	uint64_t r = fn(w);
 
-	for (int i = 0; i < reps; i++) {
-		double t0 = now_ms();
-
-		*result = fn(w);
-		t[i] = now_ms() - t0;
-	}
-	sink += *result;
-	return fastest(t, reps);
+	t[rep] = now_ms() - t0;
+	sink += r;
+	return r;
 }
 
+static double time_memcpy(uint64_t *dst, const uint64_t *src)
+{
+	double t0 = now_ms();
+
+	memcpy(dst, src, NWORDS * 8);
+	t0 = now_ms() - t0;
+	sink += dst[NWORDS / 2];
+	return t0;
+}
+
+/*
+ * Each repetition times the baseline and the library back to back, so that
+ * both see the same load; each figure is the fastest of its repetitions.
+ */
 static void bench_harvest(uint64_t *pattern, uint64_t *buf, uint64_t *src, uint64_t *dst, int reps)
 {
 	static const unsigned int density[] = { 0, 1, 100, 1000 };
 	struct vmmu_dirty_bitmap *bm;
-	double t[MAXREPS], t_memcpy;
 
 	if (vmmu_dirty_bitmap_create(0, NPAGES, 0, &bm)) {
 		fprintf(stderr, "bench-dirty: cannot allocate a 32 MiB bitmap\n");
@@ -186,43 +197,29 @@ static void bench_harvest(uint64_t *pattern, uint64_t *buf, uint64_t *src, uint6
 	}
 	memset(src, 0x5a, NWORDS * 8);
 	memset(dst, 0, NWORDS * 8);
-	for (int i = 0; i < reps; i++) {
-		double t0 = now_ms();
-
-		memcpy(dst, src, NWORDS * 8);
-		t[i] = now_ms() - t0;
-		sink += dst[i];
-	}
-	t_memcpy = fastest(t, reps);
-	printf("baseline: memcpy of 32 MiB                          %8.2f ms (%.1f GB/s)\n", t_memcpy,
-	       NWORDS * 8 / t_memcpy / 1e6);
-
 	for (size_t d = 0; d < sizeof(density) / sizeof(density[0]); d++) {
-		double t_gac, t_get;
+		double t_cpy[MAXREPS], t_gac[MAXREPS], t_get[MAXREPS], cpy, gac, get;
 		int64_t n = 0;
 
 		make_pattern(pattern, density[d]);
 		for (int i = 0; i < reps; i++) {
 			double t0;
 
+			t_cpy[i] = time_memcpy(dst, src);
 			vmmu_dirty_bitmap_merge_buf(bm, pattern);
 			t0 = now_ms();
-			n = vmmu_dirty_bitmap_get_and_clear(bm, buf, NULL, NULL);
-			t[i] = now_ms() - t0;
-		}
-		t_gac = fastest(t, reps);
-		vmmu_dirty_bitmap_merge_buf(bm, pattern);
-		for (int i = 0; i < reps; i++) {
-			double t0 = now_ms();
-
 			sink += (uint64_t)vmmu_dirty_bitmap_get(bm, buf);
-			t[i] = now_ms() - t0;
+			t_get[i] = now_ms() - t0;
+			t0 = now_ms();
+			n = vmmu_dirty_bitmap_get_and_clear(bm, buf, NULL, NULL);
+			t_gac[i] = now_ms() - t0;
 		}
-		t_get = fastest(t, reps);
-		vmmu_dirty_bitmap_get_and_clear(bm, buf, NULL, NULL);
-		printf("get_and_clear, 32 MiB, %5.1f%% set (%9lld pages) %8.2f ms = %.2fx memcpy bandwidth; "
-		       "get %6.2f ms = %.2fx\n",
-		       density[d] / 10.0, (long long)n, t_gac, t_memcpy / t_gac, t_get, t_memcpy / t_get);
+		cpy = fastest(t_cpy, reps);
+		gac = fastest(t_gac, reps);
+		get = fastest(t_get, reps);
+		printf("32 MiB, %5.1f%% set (%9lld pages): memcpy %6.2f ms (%4.1f GB/s) | get_and_clear %7.2f ms = "
+		       "%.2fx memcpy bandwidth | get %6.2f ms = %.2fx\n",
+		       density[d] / 10.0, (long long)n, cpy, NWORDS * 8 / cpy / 1e6, gac, cpy / gac, get, cpy / get);
 	}
 	vmmu_dirty_bitmap_destroy(bm);
 }
@@ -233,23 +230,32 @@ static void bench_iterate(uint64_t *pattern, int reps)
 	int slow_reps = reps > 3 ? 3 : reps; /* the per-bit loops take ~1 s at 100% */
 
 	for (size_t d = 0; d < sizeof(density) / sizeof(density[0]); d++) {
-		uint64_t r_scan, r_bits, r_ranges, r_pb, r_pr;
-		double t_scan, t_bits, t_ranges, t_pb, t_pr;
+		double t_scan[MAXREPS], t_bits[MAXREPS], t_ranges[MAXREPS], t_pb[MAXREPS], t_pr[MAXREPS];
+		double scan, bits, ranges, pb, pr;
+		uint64_t r_bits = 0, r_ranges = 0, r_pb = 0, r_pr = 0;
 
 		make_pattern(pattern, density[d]);
-		t_scan = time_scan(plain_scan, pattern, reps, &r_scan);
-		t_bits = time_scan(lib_bits, pattern, reps, &r_bits);
-		t_ranges = time_scan(lib_ranges, pattern, reps, &r_ranges);
-		t_pb = time_scan(per_bit_loop, pattern, slow_reps, &r_pb);
-		t_pr = time_scan(per_bit_ranges, pattern, slow_reps, &r_pr);
+		for (int i = 0; i < reps; i++) {
+			time_once(plain_scan, pattern, t_scan, i);
+			r_bits = time_once(lib_bits, pattern, t_bits, i);
+			r_ranges = time_once(lib_ranges, pattern, t_ranges, i);
+			if (i < slow_reps) {
+				r_pb = time_once(per_bit_loop, pattern, t_pb, i);
+				r_pr = time_once(per_bit_ranges, pattern, t_pr, i);
+			}
+		}
 		if (r_bits != r_pb || r_ranges != r_pr) {
 			fprintf(stderr, "bench-dirty: iterator and per-bit loop disagree\n");
 			exit(1);
 		}
-		printf("%5.1f%% set, 1 TiB: plain scan %7.2f ms | bits %8.2f ms = %5.2fx scan time, %6.1fx faster "
-		       "than per-bit | ranges %8.2f ms = %5.2fx scan time, %6.1fx faster than per-bit\n",
-		       density[d] / 10.0, t_scan, t_bits, t_bits / t_scan, t_pb / t_bits, t_ranges,
-		       t_ranges / t_scan, t_pr / t_ranges);
+		scan = fastest(t_scan, reps);
+		bits = fastest(t_bits, reps);
+		ranges = fastest(t_ranges, reps);
+		pb = fastest(t_pb, slow_reps);
+		pr = fastest(t_pr, slow_reps);
+		printf("%5.1f%% set, 1 TiB: plain scan %6.2f ms | bits %7.2f ms = %5.2fx scan time, %5.1fx faster "
+		       "than per-bit | ranges %7.2f ms = %5.2fx scan time, %5.1fx faster than per-bit\n",
+		       density[d] / 10.0, scan, bits, bits / scan, pb / bits, ranges, ranges / scan, pr / ranges);
 	}
 }
 

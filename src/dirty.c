@@ -183,9 +183,10 @@ struct out_buf {
 	bool stream;
 };
 
-static inline struct out_buf out_begin(uint64_t *buf, uint64_t nwords)
+/* @stream_ok: false when a caller callback runs in the loop (it may lock, which would wait for the streams). */
+static inline struct out_buf out_begin(uint64_t *buf, uint64_t nwords, bool stream_ok)
 {
-	return (struct out_buf){ buf, nwords >= STREAM_MIN_WORDS && (uintptr_t)buf % 8 == 0 };
+	return (struct out_buf){ buf, stream_ok && nwords >= STREAM_MIN_WORDS && (uintptr_t)buf % 8 == 0 };
 }
 
 static inline void out_put(struct out_buf *o, uint64_t i, uint64_t w)
@@ -232,14 +233,14 @@ static inline uint64_t take_word(_Atomic uint64_t *word, struct out_buf *out)
 int64_t vmmu_dirty_bitmap_get_and_clear(struct vmmu_dirty_bitmap *bm, uint64_t *buf, vmmu_dirty_rearm_fn rearm,
 					void *opaque)
 {
+	struct out_buf out;
 	int64_t count = 0;
 
 	if (!bm || !buf) {
 		log_err("dirty: get_and_clear with a NULL %s", bm ? "buffer" : "bitmap");
 		return -EINVAL;
 	}
-	struct out_buf out = out_begin(buf, bm->nwords);
-
+	out = out_begin(buf, bm->nwords, !rearm);
 	for (uint64_t i = 0; i < bm->nwords; i++) {
 		uint64_t w = take_word(&bm->words[i], &out);
 
@@ -256,14 +257,14 @@ int64_t vmmu_dirty_bitmap_get_and_clear(struct vmmu_dirty_bitmap *bm, uint64_t *
 
 int64_t vmmu_dirty_bitmap_get(const struct vmmu_dirty_bitmap *bm, uint64_t *buf)
 {
+	struct out_buf out;
 	int64_t count = 0;
 
 	if (!bm || !buf) {
 		log_err("dirty: get with a NULL %s", bm ? "buffer" : "bitmap");
 		return -EINVAL;
 	}
-	struct out_buf out = out_begin(buf, bm->nwords);
-
+	out = out_begin(buf, bm->nwords, true);
 	for (uint64_t i = 0; i < bm->nwords; i++) {
 		uint64_t w = atomic_load_explicit(&bm->words[i], memory_order_acquire);
 

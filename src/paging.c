@@ -57,6 +57,12 @@
 #define PFEC_INDEX_BITS (VMMU_PFERR_WRITE | VMMU_PFERR_USER | VMMU_PFERR_RSVD | VMMU_PFERR_FETCH)
 #define PFEC_SMAP_OVERRIDE VMMU_PFERR_RSVD
 
+/* walk_guest() moves VMMU_WALK_IMPLICIT onto the U and SMAP-override bits with shifts */
+_Static_assert(VMMU_WALK_IMPLICIT >> 6 == VMMU_PFERR_USER, "IMPLICIT >> 6 must be U");
+_Static_assert(VMMU_WALK_IMPLICIT >> 5 == PFEC_SMAP_OVERRIDE, "IMPLICIT >> 5 must be the SMAP override slot");
+_Static_assert(VMMU_WALK_WRITE == VMMU_PFERR_WRITE && VMMU_WALK_USER == VMMU_PFERR_USER &&
+	       VMMU_WALK_FETCH == VMMU_PFERR_FETCH, "access kinds sit at their error-code positions");
+
 /* Register bits whose change reloads the PAE PDPTE registers: CR0.PG/CD/NW, CR4.PSE/PAE/PGE/SMEP. */
 #define PDPTE_RELOAD_CR0 (VMMU_CR0_PG | BIT_ULL(30) | BIT_ULL(29))
 #define PDPTE_RELOAD_CR4 (VMMU_CR4_PSE | VMMU_CR4_PAE | BIT_ULL(7) | VMMU_CR4_SMEP)
@@ -65,6 +71,9 @@
 #define AD_RETRIES 64
 
 enum ctx_kind { KIND_GUEST, KIND_EPT, KIND_NPT };
+
+/* The walk variants (see walk_one()). */
+enum variant { V_OFF, V_32, V_PAE, V_4, V_5, V_NESTED32, V_NESTED, V_TDP };
 
 struct vmmu_paging {
 	/* read by every walk */
@@ -77,7 +86,8 @@ struct vmmu_paging {
 	bool ad;                      /* A/D bits are maintained */
 	bool fetch_ec;                /* I/D is reported in error codes (NXE or SMEP) */
 	bool nxe;                     /* bit 63 is XD */
-	bool smap_ac;                 /* EFLAGS.AC */
+	uint8_t smap_override;        /* PFEC_SMAP_OVERRIDE if EFLAGS.AC, else 0 */
+	uint8_t variant;              /* enum variant: which specialised walk serves the context */
 	uint8_t va_bits;              /* canonical width (48 or 57) for 4-/5-level; 0 for none */
 	uint64_t ps_mask;             /* PT_PS where bit 7 can mean "page size"; 0 for 32-bit without PSE */
 	uint64_t root;                /* GPA of the root table (PAE: of the PDPT) */
@@ -96,11 +106,28 @@ struct vmmu_paging {
 	uintptr_t root_bias;
 
 	/* what the context was built from */
+	bool built;
 	struct vmmu_paging_regs regs;
 	uint8_t maxphyaddr;
 };
 
 /* ---- building contexts ---- */
+
+static void set_variant(struct vmmu_paging *c)
+{
+	if (c->kind != KIND_GUEST)
+		c->variant = V_TDP;
+	else if (!c->root_level)
+		c->variant = V_OFF;
+	else if (c->nested)
+		c->variant = c->pte32 ? V_NESTED32 : V_NESTED;
+	else if (c->pte32)
+		c->variant = V_32;
+	else if (c->pae)
+		c->variant = V_PAE;
+	else
+		c->variant = c->root_level == 5 ? V_5 : V_4;
+}
 
 static uint64_t high_bits(unsigned int from, unsigned int to)
 {
@@ -335,6 +362,14 @@ static int build_guest(struct vmmu_paging *c, const struct vmmu_paging_regs *r)
 			  !((c->regs.cr4 ^ r->cr4) & PDPTE_RELOAD_CR4) && c->maxphyaddr == m &&
 			  !((c->regs.flags ^ r->flags) & VMMU_PAGING_F_PDPTRS) &&
 			  !memcmp(c->regs.pdptrs, r->pdptrs, sizeof(r->pdptrs));
+	/* which precomputed parts the change touches (everything on the first build or a mode change) */
+	bool all = !c->built || c->mode != mode;
+	bool perm = all || ((c->regs.cr0 ^ r->cr0) & VMMU_CR0_WP) ||
+		    ((c->regs.cr4 ^ r->cr4) & (VMMU_CR4_SMEP | VMMU_CR4_SMAP)) ||
+		    ((c->regs.efer ^ r->efer) & VMMU_EFER_NXE);
+	bool pk = all || ((c->regs.cr0 ^ r->cr0) & VMMU_CR0_WP) || ((c->regs.cr4 ^ r->cr4) & VMMU_CR4_PKE);
+	bool rsvd = all || c->maxphyaddr != m || ((c->regs.efer ^ r->efer) & VMMU_EFER_NXE) ||
+		    ((c->regs.flags ^ r->flags) & (VMMU_PAGING_F_GBPAGES | VMMU_PAGING_F_AMD));
 
 	c->kind = KIND_GUEST;
 	c->mode = mode;
@@ -343,7 +378,7 @@ static int build_guest(struct vmmu_paging *c, const struct vmmu_paging_regs *r)
 	c->ad = true;
 	c->nxe = (r->efer & VMMU_EFER_NXE) && mode >= VMMU_PAGING_PAE;
 	c->fetch_ec = c->nxe || smep;
-	c->smap_ac = r->rflags & VMMU_RFLAGS_AC;
+	c->smap_override = (r->rflags & VMMU_RFLAGS_AC) ? PFEC_SMAP_OVERRIDE : 0;
 	c->pte32 = mode == VMMU_PAGING_32BIT;
 	c->pae = mode == VMMU_PAGING_PAE;
 	c->va_bits = mode == VMMU_PAGING_5LEVEL ? 57 : mode == VMMU_PAGING_4LEVEL ? 48 : 0;
@@ -351,8 +386,11 @@ static int build_guest(struct vmmu_paging *c, const struct vmmu_paging_regs *r)
 	c->addr_mask = ADDR64_MASK;
 	c->bad_mt_xwr = 0;
 	c->pkru = r->pkru;
-	c->pkru_mask = (lma && (r->cr4 & VMMU_CR4_PKE)) ? build_pkru_mask(wp) : 0;
-	build_permissions(c->permissions, wp, c->nxe, smep, smap);
+	if (pk)
+		c->pkru_mask = (lma && (r->cr4 & VMMU_CR4_PKE)) ? build_pkru_mask(wp) : 0;
+	if (perm)
+		build_permissions(c->permissions, wp, c->nxe, smep, smap);
+	c->built = true;
 
 	switch (mode) {
 	case VMMU_PAGING_OFF:
@@ -364,12 +402,14 @@ static int build_guest(struct vmmu_paging *c, const struct vmmu_paging_regs *r)
 		c->root = r->cr3 & ADDR32_MASK;
 		c->addr_mask = ADDR32_MASK;
 		c->ps_mask = (r->cr4 & VMMU_CR4_PSE) ? PT_PS : 0;
-		rsvd_32(c->rsvd, m);
+		if (rsvd)
+			rsvd_32(c->rsvd, m);
 		break;
 	case VMMU_PAGING_PAE:
 		c->root_level = 3;
 		c->root = r->cr3 & GENMASK_ULL(31, 5);
-		rsvd_pae(c->rsvd, m, c->nxe);
+		if (rsvd)
+			rsvd_pae(c->rsvd, m, c->nxe);
 		if (!old_pdptrs) {
 			int ret = load_pdptrs(c);
 
@@ -380,10 +420,12 @@ static int build_guest(struct vmmu_paging *c, const struct vmmu_paging_regs *r)
 	default:
 		c->root_level = mode == VMMU_PAGING_5LEVEL ? 5 : 4;
 		c->root = r->cr3 & high_bits(12, m - 1);
-		rsvd_64(c->rsvd, m, c->nxe, r->flags & VMMU_PAGING_F_GBPAGES, r->flags & VMMU_PAGING_F_AMD);
+		if (rsvd)
+			rsvd_64(c->rsvd, m, c->nxe, r->flags & VMMU_PAGING_F_GBPAGES, r->flags & VMMU_PAGING_F_AMD);
 		break;
 	}
 	cache_root_slot(c);
+	set_variant(c);
 	return 0;
 }
 
@@ -425,9 +467,12 @@ int vmmu_paging_update(struct vmmu_paging *ctx, const struct vmmu_paging_regs *r
 	ret = check_regs(regs);
 	if (ret)
 		return ret;
-	/* A write that changes nothing is free; otherwise the tables are rebuilt (well under a microsecond). */
-	if (!memcmp(&ctx->regs, regs, sizeof(*regs)))
+	/* a write that changes nothing only refreshes the root-slot hint after memslot changes */
+	if (!memcmp(&ctx->regs, regs, sizeof(*regs))) {
+		if (ctx->root_gen != ctx->mem->generation)
+			cache_root_slot(ctx);
 		return 0;
+	}
 	tmp = *ctx;
 	ret = build_guest(&tmp, regs);
 	if (ret)
@@ -482,6 +527,7 @@ int vmmu_paging_create_ept(struct vmmu_paging **out, const struct vmmu_memslots 
 	rsvd_ept(c->rsvd, cfg->maxphyaddr, cfg->flags);
 	c->bad_mt_xwr = build_bad_mt_xwr(cfg->flags & VMMU_EPT_F_EXECONLY);
 	cache_root_slot(c);
+	set_variant(c);
 	*out = c;
 	return 0;
 }
@@ -521,6 +567,7 @@ int vmmu_paging_create_npt(struct vmmu_paging **out, const struct vmmu_memslots 
 	/* every NPT access is a user access: CR0.WP, SMEP and SMAP do not matter */
 	build_permissions(c->permissions, true, c->nxe, false, false);
 	cache_root_slot(c);
+	set_variant(c);
 	*out = c;
 	return 0;
 }
@@ -550,6 +597,7 @@ int vmmu_paging_set_nested(struct vmmu_paging *ctx, struct vmmu_paging *second_s
 	}
 	tmp = *ctx;
 	tmp.nested = second_stage;
+	set_variant(&tmp);
 	/* PDPTE registers loaded from memory come through the new second stage */
 	if (tmp.pae && !(tmp.regs.flags & VMMU_PAGING_F_PDPTRS)) {
 		ret = load_pdptrs(&tmp);
@@ -992,16 +1040,14 @@ static inline __attribute__((always_inline)) int
 walk_guest(struct vmmu_paging *ctx, vmmu_gva_t gva, uint32_t access, struct vmmu_walk_result *res,
 	   struct ad_list *ad, const unsigned int levels, const bool pte32, const bool nested)
 {
-	bool implicit = access & VMMU_WALK_IMPLICIT;
-	uint64_t pfec = access & (VMMU_WALK_WRITE | VMMU_WALK_USER | VMMU_WALK_FETCH);
+	/* an implicit access is a supervisor access: U goes (bit 8 moved down to bit 2) */
+	uint64_t pfec = access & (VMMU_WALK_WRITE | VMMU_WALK_USER | VMMU_WALK_FETCH) & ~(uint64_t)(access >> 6);
 	struct tdp_fault nf;
 	struct stage s;
 	enum stop stop;
 	uint64_t code;
 	unsigned int acc, idx;
 
-	if (implicit)
-		pfec &= ~(uint64_t)VMMU_PFERR_USER;
 	/* the width is a constant where the level count is */
 	unsigned int va_bits = levels == 4 ? 48 : levels == 5 ? 57 : levels ? 0 : ctx->va_bits;
 
@@ -1027,7 +1073,8 @@ walk_guest(struct vmmu_paging *ctx, vmmu_gva_t gva, uint32_t access, struct vmmu
 	}
 
 	acc = x86_acc(s.acc);
-	idx = (unsigned int)((pfec | (ctx->smap_ac && !implicit ? PFEC_SMAP_OVERRIDE : 0)) >> 1);
+	/* EFLAGS.AC lifts SMAP for explicit accesses only (bit 8, implicit, moved down to bit 3) */
+	idx = (unsigned int)((pfec | (ctx->smap_override & ~(access >> 5))) >> 1);
 	code = (ctx->permissions[idx] >> acc) & 1;
 	if (ctx->pkru_mask) {
 		uint64_t leaf = res->gpte[s.level - 1];
@@ -1113,24 +1160,21 @@ static int walk_tdp(struct vmmu_paging *ctx, vmmu_gva_t gpa, uint32_t access, st
 static int walk_one(struct vmmu_paging *ctx, vmmu_gva_t gva, uint32_t access, struct vmmu_walk_result *res,
 		    struct ad_list *ad)
 {
-	if (unlikely(ctx->kind != KIND_GUEST))
-		return walk_tdp(ctx, gva, access, res, ad);
-	if (unlikely(ctx->nested)) {
-		if (!ctx->root_level)
-			return walk_off(ctx, gva, access, res, ad);
-		if (ctx->pte32)
-			return walk_guest(ctx, gva, access, res, ad, 2, true, true);
-		return walk_guest(ctx, gva, access, res, ad, 0, false, true);
-	}
-	switch (ctx->mode) {
-	case VMMU_PAGING_4LEVEL:
+	switch (ctx->variant) {
+	case V_4:
 		return walk_guest(ctx, gva, access, res, ad, 4, false, false);
-	case VMMU_PAGING_5LEVEL:
+	case V_5:
 		return walk_guest(ctx, gva, access, res, ad, 5, false, false);
-	case VMMU_PAGING_PAE:
+	case V_PAE:
 		return walk_guest(ctx, gva, access, res, ad, 2, false, false);
-	case VMMU_PAGING_32BIT:
+	case V_32:
 		return walk_guest(ctx, gva, access, res, ad, 2, true, false);
+	case V_NESTED32:
+		return walk_guest(ctx, gva, access, res, ad, 2, true, true);
+	case V_NESTED:
+		return walk_guest(ctx, gva, access, res, ad, 0, false, true);
+	case V_TDP:
+		return walk_tdp(ctx, gva, access, res, ad);
 	default:
 		return walk_off(ctx, gva, access, res, ad);
 	}

@@ -122,7 +122,7 @@ static enum hw_exit hw_walk_tdp(struct soft_vcpu *sc, uint64_t *root, vmmu_gpa_t
 		spte = spte_get(sptep);
 		path[level - 1] = sptep;
 		if (!(spte & fmt->hw_present)) {
-			out->ec = ec | (level < levels ? VMMU_PFERR_PRESENT : 0);
+			out->ec = ec; /* R/W/X of the path AND to 0: not present */
 			return HW_VIOLATION;
 		}
 		if (vmmu_spte_is_rsvd(fmt, spte, level)) {
@@ -287,6 +287,36 @@ static int do_mmio(struct soft_vcpu *sc, vmmu_gpa_t gpa, unsigned int size, unsi
 
 /* ------------------------------------------------------------ access */
 
+/*
+ * Copy between guest memory and the caller: an aligned access of 1, 2, 4 or 8
+ * bytes is single-copy atomic (as on x86), others go byte by byte. Guest
+ * memory is shared with other vCPUs and the VMM, so every byte is accessed
+ * atomically (relaxed).
+ */
+static void guest_copy(void *dst, const void *src, unsigned int size, bool to_guest)
+{
+	uintptr_t g = (uintptr_t)(to_guest ? dst : src);
+
+	if (size == 8 && !(g & 7)) {
+		uint64_t v;
+
+		if (to_guest) {
+			memcpy(&v, src, 8);
+			__atomic_store_n((uint64_t *)dst, v, __ATOMIC_RELAXED);
+		} else {
+			v = __atomic_load_n((const uint64_t *)src, __ATOMIC_RELAXED);
+			memcpy(dst, &v, 8);
+		}
+		return;
+	}
+	for (unsigned int i = 0; i < size; i++) {
+		if (to_guest)
+			__atomic_store_n((uint8_t *)dst + i, ((const uint8_t *)src)[i], __ATOMIC_RELAXED);
+		else
+			((uint8_t *)dst)[i] = __atomic_load_n((const uint8_t *)src + i, __ATOMIC_RELAXED);
+	}
+}
+
 static int access_page(struct soft_vcpu *sc, vmmu_gva_t gva, unsigned int size, unsigned int kind, unsigned int cpl,
 		       uint8_t *data, struct vmmu_soft_result *res)
 {
@@ -318,9 +348,9 @@ static int access_page(struct soft_vcpu *sc, vmmu_gva_t gva, unsigned int size, 
 			uint8_t *p = e->hva + (gva & (VMMU_PAGE_SIZE - 1));
 
 			if (kind == VMMU_SOFT_WRITE)
-				memcpy(p, data, size);
+				guest_copy(p, data, size, true);
 			else
-				memcpy(data, p, size);
+				guest_copy(data, p, size, false);
 			walk_end(mv);
 			sc->st.tlb_hits++;
 			if (res)
@@ -331,9 +361,9 @@ static int access_page(struct soft_vcpu *sc, vmmu_gva_t gva, unsigned int size, 
 		step = translate(sc, root, gva, kind, cpl, &hw, &gpa, &outcome, res);
 		if (step == STEP_DONE) {
 			if (kind == VMMU_SOFT_WRITE)
-				memcpy(hw.hva, data, size);
+				guest_copy(hw.hva, data, size, true);
 			else
-				memcpy(data, hw.hva, size);
+				guest_copy(data, hw.hva, size, false);
 			if (e->tag != tag) {
 				e->tag = tag;
 				e->rights = 0;

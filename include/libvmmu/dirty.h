@@ -56,10 +56,13 @@ extern "C" {
  *        (write protection, or D-bit clearing); never 0.
  * @opaque: the pointer given with the callback.
  *
- * The same (slot, offset, mask) form KVM passes to
- * kvm_arch_mmu_enable_log_dirty_pt_masked(). Called synchronously, on the
- * calling thread, after the bits were cleared; it must not call back into the
- * same bitmap or ring.
+ * The (slot, offset, mask) form KVM passes to
+ * kvm_arch_mmu_enable_log_dirty_pt_masked(), with the offset always 64-aligned
+ * here. Called synchronously, on the calling thread, after the bits were
+ * cleared; it must not call back into the same bitmap or ring. Ring entries
+ * live in memory the consumer can write, so their slot and offset are not
+ * checked by the library: the callee checks them against its slots (as
+ * KVM's reset does) before touching anything.
  */
 typedef void (*vmmu_dirty_rearm_fn)(uint32_t slot, uint64_t offset, uint64_t mask, void *opaque);
 

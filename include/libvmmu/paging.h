@@ -128,10 +128,16 @@ VMMU_API int vmmu_paging_create_npt(struct vmmu_paging **out, const struct vmmu_
 /**
  * vmmu_paging_update() - rebuild a first-stage context after register changes
  * (a CR0/CR3/CR4/EFER/PKRU/RFLAGS write). Identical registers cost nothing;
- * otherwise the precomputed masks and tables are rebuilt. PAE PDPTE registers
- * loaded from memory are reloaded only by the writes that reload them on a
+ * otherwise only what the changed bits feed is recomputed: the permission
+ * table (CR0.WP, CR4.SMEP/SMAP, EFER.NXE), the PKRU mask (CR0.WP, CR4.PKE),
+ * the reserved-bit masks (MAXPHYADDR, EFER.NXE, flags), all of them on a
+ * paging-mode change; CR3, RFLAGS.AC and PKRU are plain copies. PAE PDPTE
+ * registers loaded from memory are reloaded only by the writes that reload them on a
  * CPU (CR3; CR0.PG/CD/NW; CR4.PSE/PAE/PGE/SMEP; a change of MAXPHYADDR or of
  * the given pdptrs), so a walk keeps using the loaded values otherwise.
+ * Walks stay correct across memslot changes; calling this afterwards (even
+ * with the same registers) restores the cached slot of the root table that
+ * spares a lookup at the start of each walk.
  *
  * Return: as vmmu_paging_create(); on error the context is unchanged.
  */
@@ -202,9 +208,11 @@ enum vmmu_walk_outcome {
 struct vmmu_walk_result {
 	vmmu_gpa_t gpa;          /**< OK: the translation of the GVA (page offset included) */
 	uint64_t page_size;      /**< OK: 4 KiB, 2 MiB, 4 MiB or 1 GiB */
-	uint8_t level;           /**< OK: level of the leaf (1 = 4 KiB table; 0 with paging off); fault: level where the walk stopped */
+	uint8_t level;           /**< OK: level of the leaf (1 = 4 KiB table; 0 with paging off);
+				      fault: level where the walk stopped */
 	uint8_t levels;          /**< number of entries read (valid in gpte[]/gpte_gpa[] from the top) */
-	uint16_t access;         /**< OK: effective VMMU_ACC_* over the first-stage path (second stage walked alone: R in ACC_USER) */
+	uint16_t access;         /**< OK: effective VMMU_ACC_* over the first-stage path
+				      (a second stage walked alone: its path, R in ACC_USER) */
 	uint32_t pad;
 	uint64_t gpte[VMMU_WALK_MAX_LEVELS];       /**< entry read at level L in [L - 1], as in memory (after A/D) */
 	vmmu_gpa_t gpte_gpa[VMMU_WALK_MAX_LEVELS]; /**< guest physical address of that entry */
@@ -237,7 +245,8 @@ struct vmmu_walk_result {
  * the error code; EFLAGS.AC does not lift SMAP). With 32-bit and PAE paging
  * @gva is truncated to 32 bits. An EPT violation on a guest table access made
  * as a write (EPT A/D on) reports both read and write in the qualification,
- * as KVM does.
+ * as KVM does. A GPA beyond what a second stage translates (2^48 with 4
+ * levels, 2^57 with 5) faults there as a not-present root entry would.
  *
  * Return: a vmmu_walk_outcome (>= 0); -EINVAL for NULL arguments, unknown
  * @access bits, or WRITE together with FETCH; -ELOOP if A/D updates lose the

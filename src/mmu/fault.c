@@ -22,7 +22,7 @@ static uint64_t *walk_lockless(struct vmmu_mmu_vcpu *v, vmmu_gpa_t gpa, int *lev
 	uint64_t *table, *sptep = NULL;
 	int l;
 
-	if (!v->root || v->root->role.invalid)
+	if (!v->root || atomic_load_explicit(&v->root->zapped, memory_order_relaxed))
 		return NULL;
 	table = mmu_page_spt(v->root);
 	for (l = v->mmu->root_level; l >= 1; l--) {
@@ -75,10 +75,10 @@ static int fault_mmio(struct vmmu_mmu_vcpu *v, struct mmu_fault *f)
 	if (vmmu_spte_is_mmio(&mmu->fmt, spte)) {
 		if (vmmu_spte_is_mmio_gen(&mmu->fmt, spte, vmmu_memslots_generation(mmu->slots))) {
 			f->mmio_cached = true;
-			atomic_fetch_add_explicit(&v->stats.mmio_hits, 1, memory_order_relaxed);
+			stat_inc(&v->stats.mmio_hits);
 			return VMMU_FAULT_EMULATE_MMIO;
 		}
-		atomic_fetch_add_explicit(&v->stats.mmio_stale, 1, memory_order_relaxed);
+		stat_inc(&v->stats.mmio_stale);
 		return -EAGAIN;
 	}
 	/* Replaced or zapped meanwhile: the access will tell. */
@@ -137,7 +137,7 @@ static int fast_page_fault(struct vmmu_mmu_vcpu *v, struct mmu_fault *f)
 				mmu_mark_dirty(mmu, v, s, f->gfn);
 			f->fast = true;
 			f->level = level;
-			atomic_fetch_add_explicit(&v->stats.fast_fixed, 1, memory_order_relaxed);
+			stat_inc(&v->stats.fast_fixed);
 			return VMMU_FAULT_FIXED;
 		}
 		walk_end(v);
@@ -368,7 +368,7 @@ int vmmu_mmu_page_fault(struct vmmu_mmu_vcpu *v, vmmu_gpa_t gpa, uint64_t ec, st
 	pthread_rwlock_unlock(&mmu->slots_lock);
 	mmu_flush_commit(mmu);
 	if (ret >= 0)
-		atomic_fetch_add_explicit(&v->stats.faults[ret], 1, memory_order_relaxed);
+		stat_inc(&v->stats.faults[ret]);
 	if (res) {
 		*res = (struct vmmu_fault_result){ .gpa = gpa };
 		res->level = (uint8_t)f.level;

@@ -23,15 +23,15 @@
 static bool membarrier_ready(void)
 {
 #if defined(__linux__) && defined(SYS_membarrier)
-	static int state; /* 0 unknown, 1 yes, -1 no */
+	static _Atomic int state; /* 0 unknown, 1 yes, -1 no; registering twice is harmless */
 
-	if (!state) {
+	if (!atomic_load(&state)) {
 		long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
 
-		state = cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
-			syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 ? 1 : -1;
+		atomic_store(&state, cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
+			     syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 ? 1 : -1);
 	}
-	return state > 0;
+	return atomic_load(&state) > 0;
 #else
 	return false;
 #endif
@@ -83,12 +83,9 @@ struct mmu_slot *mmu_slot_of(struct vmmu_mmu *mmu, vmmu_gfn_t gfn)
 
 struct vmmu_rmap_head *mmu_rmap_head(struct mmu_slot *s, vmmu_gfn_t gfn, int level)
 {
-	uint64_t shift = 9 * (level - 1);
-
-	/* the table's own bounds check would log; callers pass frames inside the slot */
+	/* checked here so that a frame outside the slot is NULL without the table's log line */
 	if (gfn < s->base_gfn || gfn >= s->base_gfn + s->npages)
 		return NULL;
-	(void)shift;
 	return vmmu_rmap_table_head(s->rmap, gfn, level);
 }
 
@@ -195,9 +192,11 @@ static void slot_zap_small_leaves(struct vmmu_mmu *mmu, struct mmu_slot *s)
 {
 	for (vmmu_gfn_t g = s->base_gfn; g < s->base_gfn + s->npages; g++) {
 		struct vmmu_rmap_head *h = mmu_rmap_head(s, g, 1);
+		struct vmmu_rmap_iter it;
 		uint64_t *sptep;
 
-		while (h->word && (sptep = vmmu_rmap_iter_first(&(struct vmmu_rmap_iter){ 0 }, h)))
+		/* each zap removes the entry from the rmap: start over until it is empty */
+		while ((sptep = vmmu_rmap_iter_first(&it, h)))
 			mmu_zap_spte(mmu, sptep);
 	}
 }
@@ -724,8 +723,8 @@ static void free_list_add(struct vmmu_mmu *mmu, struct mmu_page *sp)
 	mmu_flush_request(mmu);
 	sp->free_tag = atomic_load(&mmu->flush_req);
 	pthread_mutex_lock(&mmu->free_lock);
-	sp->next = mmu->free_list;
-	mmu->free_list = sp;
+	sp->next = atomic_load_explicit(&mmu->free_list, memory_order_relaxed);
+	atomic_store_explicit(&mmu->free_list, sp, memory_order_relaxed);
 	pthread_mutex_unlock(&mmu->free_lock);
 }
 
@@ -768,6 +767,7 @@ void mmu_zap_page(struct vmmu_mmu *mmu, struct mmu_page *sp)
 	sp->prev->next = sp->next;
 	sp->next->prev = sp->prev;
 	sp->role.invalid = 1;
+	atomic_store_explicit(&sp->zapped, true, memory_order_relaxed);
 	for (int i = 0; i < MMU_SPTES; i++)
 		if (spte_get(&spt[i]) & VMMU_SPTE_MMU_PRESENT)
 			mmu_zap_spte(mmu, &spt[i]);
@@ -835,7 +835,7 @@ int vmmu_mmu_vcpu_root(struct vmmu_mmu_vcpu *v, uint64_t **root)
 		log_err("mmu: vcpu_root: NULL argument");
 		return -EINVAL;
 	}
-	if (v->root && !v->root->role.invalid) {
+	if (v->root && !atomic_load_explicit(&v->root->zapped, memory_order_relaxed)) {
 		*root = mmu_page_spt(v->root);
 		return 0;
 	}
@@ -882,7 +882,7 @@ static void free_zapped(struct vmmu_mmu *mmu)
 	struct mmu_page *keep = NULL, *go = NULL, *sp, *next;
 
 	pthread_mutex_lock(&mmu->free_lock);
-	for (sp = mmu->free_list; sp; sp = next) {
+	for (sp = atomic_load_explicit(&mmu->free_list, memory_order_relaxed); sp; sp = next) {
 		next = sp->next;
 		if (sp->free_tag <= done) {
 			sp->next = go;
@@ -892,7 +892,7 @@ static void free_zapped(struct vmmu_mmu *mmu)
 			keep = sp;
 		}
 	}
-	mmu->free_list = keep;
+	atomic_store_explicit(&mmu->free_list, keep, memory_order_relaxed);
 	pthread_mutex_unlock(&mmu->free_lock);
 	for (sp = go; sp; sp = next) {
 		next = sp->next;
@@ -916,7 +916,7 @@ void mmu_flush_commit(struct vmmu_mmu *mmu)
 		}
 		pthread_mutex_unlock(&mmu->flush_lock);
 	}
-	if (mmu->free_list)
+	if (atomic_load_explicit(&mmu->free_list, memory_order_relaxed))
 		free_zapped(mmu);
 }
 

@@ -111,6 +111,7 @@ struct mmu_page {
 	uint8_t valid_gen;             /* mmu->valid_gen when created; differs = obsolete */
 	bool unsync;                   /* shadow mode: guest table changed without write protection */
 	bool on_list;                  /* in the active list */
+	_Atomic bool zapped;           /* role.invalid, for lockless readers (a vCPU checking its root) */
 	uint16_t unsync_children;
 	struct vmmu_rmap_head parent_ptes; /* SPTEs pointing at this table (one for direct pages) */
 	uint64_t *shadowed;            /* shadow mode: per SPTE gfn << 12 | access; NULL for direct pages */
@@ -150,7 +151,7 @@ struct mmu_slot {
 	uint16_t *write_track;           /* per gfn: shadowed guest tables (shadow mode); NULL = none */
 };
 
-/* Statistics kept per vCPU (written by its thread only, read racily). */
+/* Statistics kept per vCPU (written by its thread only, read racily): stat_inc() needs no locked instruction. */
 struct mmu_vcpu_stats {
 	_Atomic uint64_t faults[VMMU_FAULT_NR_OUTCOMES];
 	_Atomic uint64_t fast_fixed, mmio_hits, mmio_stale;
@@ -161,6 +162,11 @@ struct mmu_page_cache {
 	unsigned int nr;
 	struct mmu_page *page[MMU_PAGE_CACHE_MIN * 2];
 };
+
+static inline void stat_inc(_Atomic uint64_t *c)
+{
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1, memory_order_relaxed);
+}
 
 struct vmmu_mmu_vcpu {
 	struct vmmu_mmu *mmu;
@@ -203,7 +209,7 @@ struct vmmu_mmu {
 	_Atomic uint64_t flush_req, flush_done;
 	pthread_mutex_t flush_lock;
 	pthread_mutex_t free_lock;
-	struct mmu_page *free_list;       /* zapped pages waiting for a flush */
+	_Atomic(struct mmu_page *) free_list; /* zapped pages waiting for a flush (changed under free_lock) */
 
 	_Atomic uint64_t stat_flush_requested, stat_flush_performed;
 	_Atomic uint64_t stat_pages, stat_created, stat_freed, stat_splits;
@@ -296,7 +302,13 @@ void mmu_mark_dirty(struct vmmu_mmu *mmu, struct vmmu_mmu_vcpu *v, struct mmu_sl
 /* Write-protect every SPTE mapping @gfn for page-table shadowing (clears MMU-writable; flushes before
  * returning if any had it set). Under lock. Returns whether any SPTE changed. */
 bool mmu_wrprot_gfn_for_shadowing(struct vmmu_mmu *mmu, struct mmu_slot *slot, vmmu_gfn_t gfn);
-/* Is writing @gfn forbidden because it holds a shadowed guest table? */
+/*
+ * Is writing @gfn forbidden because it holds a shadowed guest table? The
+ * direct (TDP) core never sets write_track; the shadow-paging part does
+ * (per-gfn counts, allocated by it) and must handle a write fault on such a
+ * gfn itself (unsync or emulate): the core then installs the leaf read-only
+ * (vmmu_spte_make_leaf() reports VMMU_SPTE_WRPROT) and would see the write fault again.
+ */
 static inline bool mmu_gfn_write_tracked(const struct mmu_slot *s, vmmu_gfn_t gfn)
 {
 	return s->write_track && s->write_track[gfn - s->base_gfn];

@@ -2,7 +2,8 @@
 /*
  * Fuzz the guest page walker against the reference model (tests/unit/paging_ref.c).
  *
- * Input: a 48-byte header (registers, access, address, second stage) and then
+ * Input: a 48-byte header (registers, access, address, second stage, an
+ * optional second register set applied with vmmu_paging_update()) and then
  * the contents of guest memory: 16 writable pages at GPA 0 and 4 read-only
  * pages at GPA 0x10000. A word whose bit 11 is set has its address bits 51:17
  * cleared, so that most such entries point into guest memory. The walker and
@@ -81,22 +82,86 @@ static void mismatch(const char *what, int ret, const struct vmmu_walk_result *r
 	abort();
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+/* Registers: mode 0 off, 1 32-bit, 2 PAE (given PDPTEs), 3 4-level, 4 5-level; @reg holds the bits. */
+static void make_regs(struct vmmu_paging_regs *regs, unsigned int mode, uint64_t reg, const uint8_t *data)
 {
-	struct vmmu_paging_regs regs = { 0 };
-	struct vmmu_paging *ctx = NULL, *second = NULL;
-	struct ref_tdp tdp = { 0 };
+	*regs = (struct vmmu_paging_regs){ 0 };
+	regs->maxphyaddr = (uint8_t)(32 + data[2] % 21);
+	regs->cr3 = (reg & 0x1f000) | ((reg >> 20) & 0x1e0);
+	regs->cr0 = (reg & 1 ? VMMU_CR0_WP : 0);
+	regs->cr4 = (reg & 2 ? VMMU_CR4_PSE : 0) | (reg & 4 ? VMMU_CR4_SMEP : 0) | (reg & 8 ? VMMU_CR4_SMAP : 0) |
+		    (reg & 16 ? VMMU_CR4_PKE : 0);
+	regs->efer = reg & 32 ? VMMU_EFER_NXE : 0;
+	regs->rflags = reg & 64 ? VMMU_RFLAGS_AC : 0;
+	regs->flags = (reg & 128 ? VMMU_PAGING_F_GBPAGES : 0) | (reg & 256 ? VMMU_PAGING_F_AMD : 0);
+	regs->pkru = (uint32_t)(reg >> 32);
+	switch (mode % 5) {
+	case 0:
+		break;
+	case 1:
+		regs->cr0 |= VMMU_CR0_PG;
+		break;
+	case 2:
+		regs->cr0 |= VMMU_CR0_PG;
+		regs->cr4 |= VMMU_CR4_PAE;
+		regs->flags |= VMMU_PAGING_F_PDPTRS;
+		for (unsigned int i = 0; i < 4; i++)
+			regs->pdptrs[i] = get48(data + 24 + i * 6) & 0x0000fffffffff001ULL;
+		break;
+	default:
+		regs->cr0 |= VMMU_CR0_PG;
+		regs->cr4 |= VMMU_CR4_PAE | (mode % 5 == 4 ? VMMU_CR4_LA57 : 0);
+		regs->efer |= VMMU_EFER_LME | VMMU_EFER_LMA;
+		break;
+	}
+}
+
+/* One walk by the library and by the reference model; any difference aborts. */
+static void check(struct vmmu_paging *ctx, struct vmmu_paging *second, const struct vmmu_paging_regs *regs,
+		  const struct ref_tdp *tdp, bool alone, uint64_t gva, uint32_t access)
+{
 	struct vmmu_walk_result res;
 	struct ref_out ref;
-	uint64_t gva, mode, reg;
-	uint32_t access;
 	int ret;
+
+	if (alone) {
+		/* the second stage on its own */
+		ref_walk_tdp(mem, tdp, gva & 0x1ffffffffffffffULL, access, &ref);
+		ret = vmmu_walk(second, gva & 0x1ffffffffffffffULL, access, &res);
+	} else {
+		ref_walk(mem, regs, regs->pdptrs, second ? tdp : NULL, gva, access, &ref);
+		ret = vmmu_walk(ctx, gva, access, &res);
+	}
+	if (ret == -ELOOP)
+		abort(); /* nobody races here */
+	if (ret != ref.outcome)
+		mismatch("outcome", ret, &res, &ref);
+	if (res.error_code != ref.error_code || res.exit_qualification != ref.exit_qualification ||
+	    res.fault_gpa != ref.fault_gpa || res.cr2 != ref.cr2)
+		mismatch("fault fields", ret, &res, &ref);
+	if (ret == VMMU_WALK_OK && (res.gpa != ref.gpa || res.access != ref.access || res.page_size != ref.page_size ||
+				    res.level != ref.level || res.guest_gpa != ref.guest_gpa))
+		mismatch("translation", ret, &res, &ref);
+	if (ref_check_memory(mem, &ref) >= 0)
+		mismatch("A/D bits in memory", ret, &res, &ref);
+	if (getenv("FUZZ_WALK_VERBOSE"))
+		fprintf(stderr, "fuzz-walk: outcome %d gpa 0x%llx ec 0x%llx qual 0x%llx\n", ret,
+			(unsigned long long)res.gpa, (unsigned long long)res.error_code,
+			(unsigned long long)res.exit_qualification);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct vmmu_paging_regs regs;
+	struct vmmu_paging *ctx = NULL, *second = NULL;
+	struct ref_tdp tdp = { 0 };
+	uint64_t gva, reg;
+	uint32_t access;
 
 	if (!mem)
 		setup();
 	if (size < HEADER)
 		return 0;
-	mode = data[0];
 	reg = get64(data + 8);
 	gva = get64(data + 16);
 	access = data[1] & (VMMU_WALK_WRITE | VMMU_WALK_USER | VMMU_WALK_FETCH);
@@ -110,35 +175,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fill(rom, ROM_PAGES * 4096, data + HEADER + RAM_PAGES * 4096,
 	     size > HEADER + RAM_PAGES * 4096 ? size - HEADER - RAM_PAGES * 4096 : 0);
 
-	/* registers: mode 0 off, 1 32-bit, 2 PAE, 3 4-level, 4 5-level */
-	regs.maxphyaddr = (uint8_t)(32 + data[2] % 21);
-	regs.cr3 = (reg & 0x1f000) | ((reg >> 20) & 0x1e0);
-	regs.cr0 = (reg & 1 ? VMMU_CR0_WP : 0);
-	regs.cr4 = (reg & 2 ? VMMU_CR4_PSE : 0) | (reg & 4 ? VMMU_CR4_SMEP : 0) | (reg & 8 ? VMMU_CR4_SMAP : 0) |
-		   (reg & 16 ? VMMU_CR4_PKE : 0);
-	regs.efer = reg & 32 ? VMMU_EFER_NXE : 0;
-	regs.rflags = reg & 64 ? VMMU_RFLAGS_AC : 0;
-	regs.flags = (reg & 128 ? VMMU_PAGING_F_GBPAGES : 0) | (reg & 256 ? VMMU_PAGING_F_AMD : 0);
-	regs.pkru = (uint32_t)(reg >> 32);
-	switch (mode % 5) {
-	case 0:
-		break;
-	case 1:
-		regs.cr0 |= VMMU_CR0_PG;
-		break;
-	case 2:
-		regs.cr0 |= VMMU_CR0_PG;
-		regs.cr4 |= VMMU_CR4_PAE;
-		regs.flags |= VMMU_PAGING_F_PDPTRS;
-		for (unsigned int i = 0; i < 4; i++)
-			regs.pdptrs[i] = get48(data + 24 + i * 6) & 0x0000fffffffff001ULL;
-		break;
-	default:
-		regs.cr0 |= VMMU_CR0_PG;
-		regs.cr4 |= VMMU_CR4_PAE | (mode % 5 == 4 ? VMMU_CR4_LA57 : 0);
-		regs.efer |= VMMU_EFER_LME | VMMU_EFER_LMA;
-		break;
-	}
+	make_regs(&regs, data[0], reg, data);
 	if (vmmu_paging_create(&ctx, mem, &regs))
 		return 0; /* reserved bits in the given PDPTEs */
 
@@ -169,30 +206,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (second && vmmu_paging_set_nested(ctx, second))
 		abort();
 
-	if (second && (data[7] & 1)) {
-		/* the second stage on its own */
-		ref_walk_tdp(mem, &tdp, gva & 0x1ffffffffffffffULL, access, &ref);
-		ret = vmmu_walk(second, gva & 0x1ffffffffffffffULL, access, &res);
-	} else {
-		ref_walk(mem, &regs, regs.pdptrs, second ? &tdp : NULL, gva, access, &ref);
-		ret = vmmu_walk(ctx, gva, access, &res);
+	check(ctx, second, &regs, &tdp, second && (data[7] & 1), gva, access);
+	/* data[7] bit 1: a register write (vmmu_paging_update), then the same walk again */
+	if (data[7] & 2) {
+		make_regs(&regs, (data[7] >> 2) % 5, reg ^ (data[7] * 0x0101010101010101ULL), data);
+		if (!vmmu_paging_update(ctx, &regs))
+			check(ctx, second, &regs, &tdp, false, gva, access);
 	}
-	if (ret == -ELOOP)
-		abort(); /* nobody races here */
-	if (ret != ref.outcome)
-		mismatch("outcome", ret, &res, &ref);
-	if (res.error_code != ref.error_code || res.exit_qualification != ref.exit_qualification ||
-	    res.fault_gpa != ref.fault_gpa || res.cr2 != ref.cr2)
-		mismatch("fault fields", ret, &res, &ref);
-	if (ret == VMMU_WALK_OK && (res.gpa != ref.gpa || res.access != ref.access || res.page_size != ref.page_size ||
-				    res.level != ref.level || res.guest_gpa != ref.guest_gpa))
-		mismatch("translation", ret, &res, &ref);
-	if (ref_check_memory(mem, &ref) >= 0)
-		mismatch("A/D bits in memory", ret, &res, &ref);
-	if (getenv("FUZZ_WALK_VERBOSE"))
-		fprintf(stderr, "fuzz-walk: outcome %d gpa 0x%llx ec 0x%llx qual 0x%llx\n", ret,
-			(unsigned long long)res.gpa, (unsigned long long)res.error_code,
-			(unsigned long long)res.exit_qualification);
 	vmmu_paging_destroy(ctx);
 	vmmu_paging_destroy(second);
 	return 0;

@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "soft/soft_helpers.h"
 #include "mmu/mmu_internal.h"
@@ -172,6 +173,41 @@ static void test_readonly_slot(void **state)
 	vmmu_guestmem_finish(&rom);
 }
 
+/* 1 GiB leaves where the slot allows; logging then splits 1 GiB -> 2 MiB -> 4 KiB on writes only. */
+static void test_gib_leaf_and_split(void **state)
+{
+	struct vmmu_vm_options o = { .size = sizeof(o) };
+	uint64_t size = 1ULL << 30, v = 3, bm[(1ULL << 18) / 64];
+	struct vmmu_mmu_stats st = { .size = sizeof(st) };
+	struct vmmu_vcpu *vcpu;
+	struct vmmu_vm *vm;
+	uint8_t *raw, *hva;
+
+	(void)state;
+	raw = mmap(NULL, 2 * size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	assert_true(raw != MAP_FAILED);
+	hva = (uint8_t *)(((uintptr_t)raw + size - 1) & ~(uintptr_t)(size - 1));
+	assert_int_equal(vmmu_soft_vm_create(&vm, &o, NULL), 0);
+	assert_int_equal(vmmu_vm_memslot_add(vm, 0, size, size, hva, 0), 0);
+	assert_int_equal(vmmu_vcpu_create(vm, 0, &vcpu), 0);
+	assert_int_equal(vmmu_soft_access(vcpu, size + 0x1234000, 8, VMMU_SOFT_READ, 0, &v, NULL), VMMU_SOFT_OK);
+	assert_int_equal(vmmu_mmu_get_stats(vmmu_soft_mmu(vm), &st), 0);
+	assert_int_equal(st.huge_mapped[2], 1);
+	assert_int_equal(vmmu_vm_memslot_set_flags(vm, 0, VMMU_MEMSLOT_LOG_DIRTY), 0);
+	v = 3;
+	assert_int_equal(vmmu_soft_access(vcpu, size + 0x1234000, 8, VMMU_SOFT_WRITE, 0, &v, NULL), VMMU_SOFT_OK);
+	assert_int_equal(*(uint64_t *)(hva + 0x1234000), 3);
+	assert_int_equal(vmmu_mmu_get_stats(vmmu_soft_mmu(vm), &st), 0);
+	assert_int_equal(st.splits, 2);
+	/* 511 read-only 2 MiB leaves + 511 read-only 4 KiB leaves + the written one */
+	assert_int_equal(st.rmap_entries, 511 + 512);
+	assert_int_equal(vmmu_mmu_audit(vmmu_soft_mmu(vm)), 0);
+	assert_int_equal(vmmu_vm_dirty_get(vm, 0, bm), 0);
+	assert_int_equal(bm[0x1234 / 64], 1ULL << (0x1234 % 64));
+	vmmu_vm_destroy(vm);
+	munmap(raw, 2 * size);
+}
+
 static void test_vm_api(void **state)
 {
 	struct vmmu_exit ex;
@@ -205,6 +241,7 @@ int main(void)
 		cmocka_unit_test(test_guest_paging),
 		cmocka_unit_test(test_zap_flushes_tlb),
 		cmocka_unit_test(test_readonly_slot),
+		cmocka_unit_test(test_gib_leaf_and_split),
 		cmocka_unit_test(test_vm_api),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

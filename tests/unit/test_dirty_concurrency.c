@@ -12,7 +12,8 @@
  * have read F + 1). A marker marks a page again only after that window has
  * passed, so the marks and the reports of one page pair up one to one, in
  * order; a lost, duplicated or late report breaks the pairing. Marker threads
- * own interleaved pages, so they share every word.
+ * own interleaved pages, so they share every word, and mark with mark(),
+ * mark_range() and merge_buf() at random.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -23,10 +24,10 @@
 #include "test_dirty_helpers.h"
 
 #define NMARKERS 2
-#define NPAGES 4096
+#define NPAGES 512 /* few words, so that marks and harvests meet on them often */
 #define NWORDS (NPAGES / 64)
 #define LOG_MAX (1u << 20)
-#define RUN_NS 600000000LL /* per mode */
+#define RUN_NS 1500000000LL /* per mode */
 
 /* cmocka's asserts may only run on the main thread; other threads abort with a message. */
 #define CHECK(cond)                                                                       \
@@ -74,6 +75,7 @@ static void *marker_main(void *arg)
 	struct shared *sh = m->sh;
 	/* per owned page: the last F, so a page is marked again only once its window closed */
 	static _Thread_local int64_t last_f[NPAGES / NMARKERS];
+	static _Thread_local uint64_t merge[NWORDS]; /* zero but for the page being merged */
 	uint64_t seed = 0x9e3779b97f4a7c15ULL * (m->id + 1);
 
 	for (unsigned int i = 0; i < NPAGES / NMARKERS; i++)
@@ -85,7 +87,20 @@ static void *marker_main(void *arg)
 
 		if ((int64_t)e <= last_f[slot_idx] + 1)
 			continue; /* the previous mark of this page may still be unreported */
-		CHECK(vmmu_dirty_bitmap_mark(sh->bm, page) == 0);
+		/* the three ways to mark: one page, a range, a merged buffer */
+		switch (test_rand64(&seed) % 3) {
+		case 0:
+			CHECK(vmmu_dirty_bitmap_mark(sh->bm, page) == 0);
+			break;
+		case 1:
+			CHECK(vmmu_dirty_bitmap_mark_range(sh->bm, page, 1) == 0);
+			break;
+		default:
+			merge[page / 64] = 1ULL << (page % 64);
+			CHECK(vmmu_dirty_bitmap_merge_buf(sh->bm, merge) == 0);
+			merge[page / 64] = 0;
+			break;
+		}
 		atomic_thread_fence(memory_order_seq_cst);
 		f = atomic_load(&sh->epoch);
 		last_f[slot_idx] = f;
@@ -153,10 +168,8 @@ static void run_bitmap(bool use_get_clear)
 		assert_int_equal(pthread_create(&mk[i].thread, NULL, marker_main, &mk[i]), 0);
 	}
 	end = now_ns() + RUN_NS;
-	while (now_ns() < end && nrep < LOG_MAX) {
+	while (now_ns() < end && nrep < LOG_MAX)
 		harvest(&sh, ++h, rep, &nrep);
-		sched_yield();
-	}
 	atomic_store(&sh.stop, true);
 	for (unsigned int i = 0; i < NMARKERS; i++)
 		assert_int_equal(pthread_join(mk[i].thread, NULL), 0);

@@ -80,13 +80,13 @@ static void harvest(struct stress *s, uint64_t *bm)
 /* Check one harvest at round @r (writers now write r + 1, none still writes <= r). */
 static void check(struct stress *s, const uint64_t *bm, uint64_t r)
 {
-	const volatile uint64_t *mem = s->e.mem.hva;
+	const uint64_t *mem = s->e.mem.hva;
 
 	for (uint64_t p = 0; p < NPAGES; p++) {
 		bool rep = bm[p / 64] & (1ULL << (p % 64));
 
 		for (unsigned int t = 0; t < WRITERS; t++) {
-			uint64_t v = mem[p * 512 + t];
+			uint64_t v = __atomic_load_n(&mem[p * 512 + t], __ATOMIC_RELAXED);
 
 			if (rep)
 				s->seen[p][t] = v;
@@ -100,7 +100,7 @@ static void check(struct stress *s, const uint64_t *bm, uint64_t r)
 	}
 }
 
-static void run_mode(enum vmmu_dirty_mode mode, uint32_t vm_flags)
+static void run_mode(enum vmmu_dirty_mode mode, uint32_t vm_flags, const struct vmmu_mmu_options *mo)
 {
 	static struct stress s; /* big: seen[] */
 	static uint64_t bm[NPAGES / 64];
@@ -111,7 +111,7 @@ static void run_mode(enum vmmu_dirty_mode mode, uint32_t vm_flags)
 
 	memset(&s, 0, sizeof(s));
 	s.target = env ? strtoull(env, NULL, 0) : 2000000;
-	env_create(&s.e, mode, vm_flags, 0, SLOT_SIZE, 0, WRITERS, NULL);
+	env_create(&s.e, mode, vm_flags, 0, SLOT_SIZE, 0, WRITERS, mo);
 	/* huge leaves first, so enabling logging has to protect them */
 	for (uint64_t g = 0; g < SLOT_SIZE; g += 2 << 20)
 		env_read64(&s.e, 0, g);
@@ -157,10 +157,27 @@ static void run_mode(enum vmmu_dirty_mode mode, uint32_t vm_flags)
 	env_destroy(&s.e);
 }
 
-static void test_get_clear(void **state) { (void)state; run_mode(VMMU_DIRTY_GET_CLEAR, 0); }
-static void test_manual(void **state) { (void)state; run_mode(VMMU_DIRTY_MANUAL, 0); }
-static void test_manual_initially_set(void **state) { (void)state; run_mode(VMMU_DIRTY_MANUAL, VMMU_VM_F_INITIALLY_SET); }
-static void test_ring(void **state) { (void)state; run_mode(VMMU_DIRTY_RING, 0); }
+static void test_get_clear(void **state) { (void)state; run_mode(VMMU_DIRTY_GET_CLEAR, 0, NULL); }
+static void test_manual(void **state) { (void)state; run_mode(VMMU_DIRTY_MANUAL, 0, NULL); }
+static void test_manual_initially_set(void **state) { (void)state; run_mode(VMMU_DIRTY_MANUAL, VMMU_VM_F_INITIALLY_SET, NULL); }
+static void test_ring(void **state) { (void)state; run_mode(VMMU_DIRTY_RING, 0, NULL); }
+
+/* The same with EPT without A/D bits (access tracking) and with NPT-format tables. */
+static void test_get_clear_ad_disabled(void **state)
+{
+	struct vmmu_mmu_options mo = { .size = sizeof(mo), .ad_disabled = 1 };
+
+	(void)state;
+	run_mode(VMMU_DIRTY_GET_CLEAR, 0, &mo);
+}
+
+static void test_ring_npt(void **state)
+{
+	struct vmmu_mmu_options mo = { .size = sizeof(mo), .mode = VMMU_PAGING_4LEVEL };
+
+	(void)state;
+	run_mode(VMMU_DIRTY_RING, 0, &mo);
+}
 
 int main(void)
 {
@@ -169,6 +186,8 @@ int main(void)
 		cmocka_unit_test(test_manual),
 		cmocka_unit_test(test_manual_initially_set),
 		cmocka_unit_test(test_ring),
+		cmocka_unit_test(test_get_clear_ad_disabled),
+		cmocka_unit_test(test_ring_npt),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -123,12 +123,51 @@ static void test_aging(void **state)
 	age_case(&mo); /* access tracking: the page faults back in on the fast path */
 }
 
+/*
+ * Write protection for page-table shadowing clears MMU-writable, and since a
+ * writable translation may have survived dirty-log protection, it flushes
+ * before the MMU lock is dropped.
+ */
+static void test_wrprot_for_shadowing_flushes_under_lock(void **state)
+{
+	struct soft_env e;
+	struct vmmu_soft_result res;
+	uint64_t flushes, fast;
+	uint64_t v = 1;
+
+	(void)state;
+	env_create(&e, VMMU_DIRTY_GET_CLEAR, 0, 0, 4 << 20, VMMU_MEMSLOT_LOG_DIRTY, 1, NULL);
+	env_write64(&e, 0, 0x5000, 1);
+	uint64_t bm[16];
+	assert_int_equal(vmmu_vm_dirty_get(e.vm, 0, bm), 0); /* W cleared, MMU-writable kept */
+	env_write64(&e, 0, 0x5000, 2);                       /* fast path: writable again, in the TLB */
+	flushes = atomic_load(&e.mmu->stat_flush_performed);
+	fast = env_stats(&e).fast_fixed;
+	pthread_mutex_lock(&e.mmu->lock);
+	assert_true(mmu_wrprot_gfn_for_shadowing(e.mmu, mmu_slot_of(e.mmu, 5), 5));
+	assert_int_equal(atomic_load(&e.mmu->stat_flush_performed), flushes + 1); /* still under the lock */
+	pthread_mutex_unlock(&e.mmu->lock);
+	/* the next write cannot use the old TLB entry and cannot take the fast path */
+	assert_int_equal(vmmu_soft_access(e.vcpu[0], 0x5000, 8, VMMU_SOFT_WRITE, 0, &v, &res), VMMU_SOFT_OK);
+	assert_false(res.tlb_hit);
+	assert_int_equal(env_stats(&e).fast_fixed, fast);
+	assert_int_equal(vmmu_mmu_audit(e.mmu), 0);
+	/* a gfn nothing maps: nothing to protect, no flush */
+	flushes = atomic_load(&e.mmu->stat_flush_performed);
+	pthread_mutex_lock(&e.mmu->lock);
+	assert_false(mmu_wrprot_gfn_for_shadowing(e.mmu, mmu_slot_of(e.mmu, 600), 600));
+	pthread_mutex_unlock(&e.mmu->lock);
+	assert_int_equal(atomic_load(&e.mmu->stat_flush_performed), flushes);
+	env_destroy(&e);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_free_after_flush),
 		cmocka_unit_test(test_zap_while_walking),
 		cmocka_unit_test(test_aging),
+		cmocka_unit_test(test_wrprot_for_shadowing_flushes_under_lock),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

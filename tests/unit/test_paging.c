@@ -416,6 +416,13 @@ static void test_pae(void **state)
 	assert_int_equal(res.error_code, VMMU_PFERR_PRESENT | VMMU_PFERR_FETCH);
 	assert_int_equal(vmmu_walk(f.ctx, 0x40600000, 0, &res), VMMU_WALK_OK);
 	assert_int_equal(res.page_size, 2ULL << 20);
+	/* 2 MiB PDE: bits 20:13 reserved, bit 12 (PAT) not */
+	ref_set(&f.g, pd + 3 * 8, 0x800000 | PWU | PS | NX | (1ULL << 13));
+	assert_int_equal(vmmu_walk(f.ctx, 0x40600000, 0, &res), VMMU_WALK_PAGE_FAULT);
+	assert_int_equal(res.error_code, VMMU_PFERR_PRESENT | VMMU_PFERR_RSVD);
+	ref_set(&f.g, pd + 3 * 8, 0x800000 | PWU | PS | NX | (1ULL << 12));
+	assert_int_equal(vmmu_walk(f.ctx, 0x40600000, VMMU_WALK_NO_AD, &res), VMMU_WALK_OK);
+	assert_int_equal(res.gpa, 0x800000);
 	/* not-present PDPTE: fault at level 3 */
 	assert_int_equal(vmmu_walk(f.ctx, 0x80000000, 0, &res), VMMU_WALK_PAGE_FAULT);
 	assert_int_equal(res.error_code, 0);
@@ -648,6 +655,24 @@ static void test_update(void **state)
 	log_capture_stop();
 	assert_int_equal(vmmu_walk(f.ctx, 0x1000, 0, &res), VMMU_WALK_OK);
 	assert_int_equal(res.gpa, 0x9000);
+	/* each input of the reserved-bit masks, changed through update alone */
+	ref_map(&f.g, root2, 4, 0x40000000, 0x80000000, 3, PWU, PWU | A); /* a 1 GiB page */
+	f.regs.flags = 0;
+	assert_int_equal(vmmu_paging_update(f.ctx, &f.regs), 0);
+	assert_int_equal(walk_both(&f, 0x40000000, 0, &res), VMMU_WALK_PAGE_FAULT);
+	assert_int_equal(res.error_code, VMMU_PFERR_PRESENT | VMMU_PFERR_RSVD);
+	f.regs.flags = VMMU_PAGING_F_GBPAGES;
+	assert_int_equal(vmmu_paging_update(f.ctx, &f.regs), 0);
+	assert_int_equal(walk_both(&f, 0x40000000, 0, &res), VMMU_WALK_OK);
+	f.regs.maxphyaddr = 31 + 1; /* 32: the 1 GiB page at 2 GiB is still below 4 GiB */
+	assert_int_equal(vmmu_paging_update(f.ctx, &f.regs), 0);
+	assert_int_equal(walk_both(&f, 0x40000000, 0, &res), VMMU_WALK_OK);
+	ref_set(&f.g, res.gpte_gpa[2], 0x100000000ULL | PWU | A | PS); /* PA bit 32 >= MAXPHYADDR */
+	assert_int_equal(walk_both(&f, 0x40000000, 0, &res), VMMU_WALK_PAGE_FAULT);
+	assert_int_equal(res.error_code, VMMU_PFERR_PRESENT | VMMU_PFERR_RSVD);
+	f.regs.maxphyaddr = 46;
+	assert_int_equal(vmmu_paging_update(f.ctx, &f.regs), 0);
+	assert_int_equal(walk_both(&f, 0x40000000, 0, &res), VMMU_WALK_OK);
 	/* switching mode: paging off */
 	f.regs.cr0 = 0;
 	f.regs.efer = 0;

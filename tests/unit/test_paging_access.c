@@ -8,9 +8,11 @@
  * reference model (paging_ref.c); outcome, error code, translation, effective
  * access and the A/D bits left in every entry must agree.
  *
- * 4-level paging runs the whole product; 5-level runs it with CR0.WP=1 and
- * EFLAGS.AC=0 only (the top level adds no permission rule, so those two
- * dimensions are covered by the 4-level run). See count_* for coverage checks.
+ * 4-level paging runs the whole product (9.6 million walks); 5-level runs it
+ * with CR0.WP=1, EFLAGS.AC=0 and a clear D in non-leaf PDEs only (the top
+ * level adds no permission rule, so those dimensions are covered by the
+ * 4-level run): 1.2 million walks. The counts printed at the end (and
+ * asserted) show that every rule fired in both directions.
  */
 #include <string.h>
 
@@ -34,7 +36,7 @@ struct config {
 	uint64_t pde, pte; /* pte unused when pde has PS */
 };
 
-static struct config configs[8192];
+static struct config configs[8 * 1024 + 256];
 static unsigned int nconfigs;
 
 static void add_config(uint64_t pde, uint64_t pte)
@@ -49,12 +51,12 @@ static void build_configs(void)
 	static const uint64_t rsvd_2m[] = { 1ULL << 13, 1ULL << 20, 1ULL << 46, 1ULL << 51, 1ULL << 12 /* PAT */ };
 
 	nconfigs = 0;
-	/* 4 KiB: PDE {P,W,U,NX,A} x PTE {P,W,U,NX,A,D} x key 0/1 */
-	for (unsigned int a = 0; a < 32; a++) {
+	/* 4 KiB: PDE {P,W,U,NX,A,D (ignored in a non-leaf)} x PTE {P,W,U,NX,A,D} x key 0/1 */
+	for (unsigned int a = 0; a < 64; a++) {
 		for (unsigned int b = 0; b < 64; b++) {
 			uint64_t pde = 0, pte = 0;
 
-			for (unsigned int i = 0; i < 5; i++)
+			for (unsigned int i = 0; i < 6; i++)
 				pde |= (a >> i & 1) ? flag[i] : 0;
 			for (unsigned int i = 0; i < 6; i++)
 				pte |= (b >> i & 1) ? flag[i] : 0;
@@ -139,6 +141,9 @@ static void run(unsigned int levels, bool reduced)
 			assert_int_equal(vmmu_paging_update(ctx, &regs), 0);
 
 			for (unsigned int c = 0; c < nconfigs; c++) {
+				/* reduced run: D of a non-leaf PDE is ignored, as the 4-level run shows */
+				if (reduced && !(configs[c].pde & PS) && (configs[c].pde & D))
+					continue;
 				for (unsigned int a = 0; a < ARRAY_SIZE(accesses); a++) {
 					struct vmmu_walk_result res;
 					struct ref_out ref;

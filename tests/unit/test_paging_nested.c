@@ -508,6 +508,42 @@ static void test_nested_pae_and_off(void **state)
 	nest_fini(&n);
 }
 
+/* A 32-bit guest (4-byte entries) on EPT with A/D: guest A/D bits land in L1 memory, 4 bytes wide. */
+static void test_nested_32bit(void **state)
+{
+	struct nest n;
+	struct vmmu_walk_result res;
+	vmmu_gpa_t pd, pt, data;
+	uint32_t *pdv, *ptv;
+
+	(void)state;
+	nest_init(&n, true, true, 0);
+	pd = l2_alloc(&n);
+	pt = l2_alloc(&n);
+	data = l2_alloc(&n);
+	pdv = (uint32_t *)l2_ptr(&n, pd);
+	ptv = (uint32_t *)l2_ptr(&n, pt);
+	pdv[1] = (uint32_t)(pt | PWU);
+	ptv[3] = (uint32_t)(data | PWU);
+	n.regs = (struct vmmu_paging_regs){ .cr0 = VMMU_CR0_PG | 1, .cr3 = pd, .cr4 = VMMU_CR4_PSE, .maxphyaddr = 40 };
+	nest_ctx(&n);
+	assert_int_equal(walk2(&n, 0x403123, VMMU_WALK_WRITE, &res), VMMU_WALK_OK);
+	assert_int_equal(res.gpa, L2_AT + data + 0x123);
+	assert_int_equal(res.guest_gpa, data + 0x123);
+	assert_int_equal(pdv[1], (uint32_t)(pt | PWU | A));
+	assert_int_equal(ptv[3], (uint32_t)(data | PWU | A | D));
+	assert_int_equal(pdv[0] | ptv[2] | ptv[4], 0);
+	assert_int_equal(ref_get(&n.g, tdp_leaf(&n, pt)) & (EPT_A | EPT_D), EPT_A | EPT_D);
+	assert_int_equal(ref_get(&n.g, tdp_leaf(&n, data)) & (EPT_A | EPT_D), EPT_A | EPT_D);
+	/* the page table's page not present in EPT: a paging-structure violation at the PTE's GPA */
+	ref_set(&n.g, tdp_leaf(&n, pt), 0);
+	assert_int_equal(walk2(&n, 0x403123, 0, &res), VMMU_WALK_EPT_VIOLATION);
+	assert_int_equal(res.fault_gpa, pt + 3 * 4);
+	assert_int_equal(res.exit_qualification,
+			 VMMU_EPT_QUAL_READ | VMMU_EPT_QUAL_WRITE | VMMU_EPT_QUAL_GVA_VALID);
+	nest_fini(&n);
+}
+
 /* Random guest and second-stage entries: the walker and the reference model agree. */
 static void test_nested_random(void **state)
 {
@@ -567,6 +603,7 @@ int main(void)
 		cmocka_unit_test(test_tdp_5level),
 		cmocka_unit_test(test_npt),
 		cmocka_unit_test(test_nested_pae_and_off),
+		cmocka_unit_test(test_nested_32bit),
 		cmocka_unit_test(test_nested_random),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
