@@ -13,7 +13,6 @@
 
 #include <libvmmu/hvf.h>
 #include <libvmmu/kvm.h>
-#include <libvmmu/soft.h>
 
 #include "backend.h"
 #include "vmmu-features.h"
@@ -963,51 +962,5 @@ int vmmu_kvm_translate(struct vmmu_vcpu *vcpu, vmmu_gva_t gva, vmmu_gpa_t *gpa, 
 bool vmmu_vm_is_hvf(const struct vmmu_vm *vm)
 {
 	return false;
-}
-#endif
-
-#if !VMMU_HAVE_SOFT
-static int soft_not_built(const char *what)
-{
-	log_err("soft: %s: the soft backend is not built into this library", what);
-	return -EINVAL;
-}
-
-bool vmmu_vm_is_soft(const struct vmmu_vm *vm)
-{
-	return false;
-}
-
-int vmmu_soft_vm_create(struct vmmu_vm **out, const struct vmmu_vm_options *opts,
-			const struct vmmu_mmu_options *mmu_opts)
-{
-	log_err("soft: vm_create: the soft backend is not built into this library");
-	return -ENODEV;
-}
-
-int vmmu_soft_access(struct vmmu_vcpu *vcpu, vmmu_gva_t gva, unsigned int size, unsigned int kind,
-		     unsigned int cpl, void *data, struct vmmu_soft_result *res)
-{
-	return soft_not_built("access");
-}
-
-int vmmu_soft_invlpg(struct vmmu_vcpu *vcpu, vmmu_gva_t gva)
-{
-	return soft_not_built("invlpg");
-}
-
-int vmmu_soft_set_mmio_handler(struct vmmu_vm *vm, vmmu_soft_mmio_fn fn, void *opaque)
-{
-	return soft_not_built("set_mmio_handler");
-}
-
-struct vmmu_mmu *vmmu_soft_mmu(struct vmmu_vm *vm)
-{
-	return NULL;
-}
-
-int vmmu_soft_vcpu_stats(struct vmmu_vcpu *vcpu, struct vmmu_soft_stats *stats)
-{
-	return soft_not_built("vcpu_stats");
 }
 #endif
