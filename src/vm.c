@@ -176,9 +176,7 @@ void vm_finish(struct vmmu_vm *vm)
 /* The vCPU's cached translation context (vmmu_vcpu_translate()). */
 static void vcpu_paging_free(struct vmmu_vcpu *vcpu)
 {
-#if VMMU_HAVE_WALKER
 	vmmu_paging_destroy(vcpu->paging);
-#endif
 	vcpu->paging = NULL;
 }
 
@@ -508,7 +506,6 @@ int vmmu_vcpu_translate(struct vmmu_vcpu *vcpu, vmmu_gva_t gva, uint32_t access,
 
 	if (ret)
 		return ret;
-#if VMMU_HAVE_WALKER
 	struct vmmu_paging_regs pr = { 0 };
 	struct vmmu_sregs s;
 	struct vmmu_regs r;
@@ -545,12 +542,6 @@ int vmmu_vcpu_translate(struct vmmu_vcpu *vcpu, vmmu_gva_t gva, uint32_t access,
 	if (ret)
 		return ret;
 	return vmmu_walk(vcpu->paging, gva, access, res);
-#else
-	(void)gva;
-	(void)access;
-	log_err("vcpu: translate: this library was built without the guest page walker");
-	return -EOPNOTSUPP;
-#endif
 }
 
 /* ---------------------------------------------------------- dirty logs */
