@@ -278,9 +278,8 @@ struct precopy_stats {
 };
 
 /*
- * Read the dirty log of the RAM slot into @bm; return the number of pages set.
- * (vm.h documents a count as vmmu_vm_dirty_get()'s return value, but the
- * library returns 0 on success: count the bits here.)
+ * Read the dirty log of the RAM slot into @bm; return the number of pages set
+ * (vmmu_vm_dirty_get() returns 0, not a count: the bits are counted here).
  */
 static int dirty_get(struct machine *m, uint64_t *bm, uint64_t words)
 {
