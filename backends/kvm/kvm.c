@@ -687,9 +687,25 @@ static int kvm_dirty_ring_harvest(struct vmmu_vcpu *vcpu)
 	return got < 0 ? got : n;
 }
 
+/*
+ * Newer kernels stop KVM_RESET_DIRTY_RINGS with -EINTR when a signal is
+ * pending (the entries reset so far stay reset; the rest stay harvested). The
+ * signal is delivered on the way out, so the next call goes on: retry a
+ * bounded number of times rather than hand every caller the loop.
+ */
+#define RING_RESET_TRIES 64
+
 static int kvm_dirty_ring_reset(struct vmmu_vm *vm)
 {
-	return (int)KVM_IOCTL(to_kvm(vm)->fd, KVM_RESET_DIRTY_RINGS, 0);
+	long r;
+	int tries = 0;
+
+	do
+		r = KVM_IOCTL(to_kvm(vm)->fd, KVM_RESET_DIRTY_RINGS, 0);
+	while (r == -EINTR && ++tries < RING_RESET_TRIES);
+	if (r == -EINTR)
+		log_err("kvm: KVM_RESET_DIRTY_RINGS interrupted %d times in a row", RING_RESET_TRIES);
+	return (int)r;
 }
 
 /* --------------------------------------------------------- notifiers */

@@ -381,9 +381,7 @@ static void *vcpu_thread(void *arg)
 			m->ring_full_exits++;
 			ret = vmmu_vcpu_dirty_harvest(m->vcpu);
 			if (ret >= 0)
-				do /* -EINTR: a kick's signal is pending; the reset can simply go on */
-					ret = vmmu_vm_dirty_reset(m->vm);
-				while (ret == -EINTR);
+				ret = vmmu_vm_dirty_reset(m->vm);
 			if (ret < 0) {
 				fail(m, "harvesting the dirty ring failed: %s", vmmu_strerror(ret));
 				return NULL;

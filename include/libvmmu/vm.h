@@ -425,6 +425,7 @@ VMMU_API int vmmu_vcpu_dirty_harvest(struct vmmu_vcpu *vcpu);
 /**
  * vmmu_vm_dirty_reset() - RING only: re-arm tracking for every harvested
  * entry of every ring (KVM_RESET_DIRTY_RINGS).
+ * A reset interrupted by a pending signal is retried inside the library.
  * Return: entries reset; -EINVAL; -EOPNOTSUPP (other modes); backend -errno.
  */
 VMMU_API int vmmu_vm_dirty_reset(struct vmmu_vm *vm);
