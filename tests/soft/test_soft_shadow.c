@@ -1,0 +1,410 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Shadow paging on the soft machine: faults on GVAs build shadow pages from
+ * the guest's tables with the guest's exact #PF and A/D semantics; guest
+ * tables are write-protected and writes to them are emulated and tracked
+ * (remaps seen, flooding zaps, misaligned writes zap); CR3 loads and INVLPG
+ * behave as the TLB architecture says; the bypass trick saves exits.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "soft/soft_helpers.h"
+#include "mmu/mmu_internal.h"
+
+#define MEM (4ULL << 20)
+#define PML4 0x100000ULL
+#define PDPT 0x101000ULL
+#define PD   0x102000ULL
+#define PT   0x103000ULL
+#define PML4B 0x108000ULL /* a second address space */
+#define PD2  0x105000ULL /* maps the tables, from PDPT entry 1 */
+#define PT2  0x106000ULL
+#define PTE_P (1ULL << 0)
+#define PTE_W (1ULL << 1)
+#define PTE_U (1ULL << 2)
+#define PTE_A (1ULL << 5)
+#define PTE_D (1ULL << 6)
+#define PTE_PS (1ULL << 7)
+#define PTE_NX (1ULL << 63)
+#define TBL (PTE_P | PTE_W | PTE_U)
+/* gva 0x400000 + i * 4 KiB -> the PT's entry i; PT, PD, PDPT mapped at 0x40000000.. (supervisor, RW) through PD2/PT2 */
+#define GVA 0x400000ULL
+#define GVA_PT 0x40000000ULL
+#define GVA_PD 0x40001000ULL
+
+static void shadow_env(struct soft_env *e, uint32_t flags, unsigned int nr_vcpus)
+{
+	struct vmmu_mmu_options mo = { .size = sizeof(mo), .mode = VMMU_PAGING_4LEVEL, .flags = VMMU_MMU_F_SHADOW | flags };
+
+	env_create(e, VMMU_DIRTY_GET_CLEAR, 0, 0, MEM, 0, nr_vcpus, &mo);
+}
+
+static uint64_t *gpa_ptr(struct soft_env *e, uint64_t gpa) { return (uint64_t *)((uint8_t *)e->mem.hva + gpa); }
+
+static void load_cr3(struct soft_env *e, unsigned int cpu, uint64_t cr3, uint64_t cr4_extra, uint64_t cr0_clear)
+{
+	struct vmmu_sregs s;
+
+	assert_int_equal(vmmu_vcpu_get_sregs(e->vcpu[cpu], &s), 0);
+	s.cr0 = (VMMU_CR0_PG | VMMU_CR0_WP | 1) & ~cr0_clear;
+	s.cr4 = VMMU_CR4_PAE | cr4_extra;
+	s.efer = VMMU_EFER_LME | VMMU_EFER_LMA | VMMU_EFER_NXE;
+	s.cr3 = cr3;
+	assert_int_equal(vmmu_vcpu_set_sregs(e->vcpu[cpu], &s), 0);
+}
+
+/* gva 0x400000.. -> gpa 0x200000.. (PT entries 0..7: user RW, entry 1 not present); PT and PD mapped at GVA_PT/GVA_PD */
+static void build_tables(struct soft_env *e)
+{
+	*gpa_ptr(e, PML4) = PDPT | TBL;
+	*gpa_ptr(e, PDPT) = PD | TBL;
+	*gpa_ptr(e, PDPT + 8) = PD2 | TBL;
+	*gpa_ptr(e, PD + 2 * 8) = PT | TBL;
+	*gpa_ptr(e, PD2) = PT2 | TBL;
+	for (int i = 0; i < 8; i++)
+		if (i != 1)
+			*gpa_ptr(e, PT + i * 8) = (0x200000 + i * 0x1000) | PTE_P | PTE_W | PTE_U;
+	*gpa_ptr(e, PT2) = PT | PTE_P | PTE_W;
+	*gpa_ptr(e, PT2 + 8) = PD | PTE_P | PTE_W;
+	*gpa_ptr(e, PT2 + 16) = PDPT | PTE_P | PTE_W;
+	for (unsigned int i = 0; i < e->nr_vcpus; i++)
+		load_cr3(e, i, PML4, 0, 0);
+}
+
+static int acc(struct soft_env *e, unsigned int cpu, uint64_t gva, unsigned int kind, unsigned int cpl, uint64_t *v,
+	       struct vmmu_soft_result *res)
+{
+	return vmmu_soft_access(e->vcpu[cpu], gva, 8, kind, cpl, v, res);
+}
+
+static void test_fault_builds_shadow(void **state)
+{
+	struct vmmu_soft_result res;
+	struct soft_env e;
+	uint64_t v = 42, r = 0;
+
+	(void)state;
+	shadow_env(&e, 0, 1);
+	build_tables(&e);
+	/* a read of a clean page: mapped without W, A set, D not */
+	assert_int_equal(acc(&e, 0, GVA + 0x10, VMMU_SOFT_READ, 3, &r, &res), VMMU_SOFT_OK);
+	assert_int_equal(res.exits, 1);
+	assert_int_equal(*gpa_ptr(&e, PT) & (PTE_A | PTE_D), PTE_A);
+	assert_true(*gpa_ptr(&e, PML4) & *gpa_ptr(&e, PDPT) & *gpa_ptr(&e, PD + 16) & PTE_A);
+	struct vmmu_mmu_stats st = env_stats(&e);
+	assert_int_equal(st.pages, 4); /* root, PDPT, PD, PT shadows */
+	assert_int_equal(st.faults[VMMU_FAULT_FIXED], 1);
+	/* the first write faults (protect_clean_gpte), sets D, and lands */
+	assert_int_equal(acc(&e, 0, GVA + 0x10, VMMU_SOFT_WRITE, 3, &v, &res), VMMU_SOFT_OK);
+	assert_int_equal(res.exits, 1);
+	assert_int_equal(*gpa_ptr(&e, PT) & (PTE_A | PTE_D), PTE_A | PTE_D);
+	assert_int_equal(*gpa_ptr(&e, 0x200010), 42);
+	/* then no more exits */
+	assert_int_equal(acc(&e, 0, GVA + 0x18, VMMU_SOFT_WRITE, 3, &v, &res), VMMU_SOFT_OK);
+	assert_int_equal(res.exits, 0);
+	/* a guest fault is injected with the walker's error code, A/D untouched */
+	assert_int_equal(acc(&e, 0, GVA + 0x1000, VMMU_SOFT_WRITE, 3, &v, &res), VMMU_SOFT_PAGE_FAULT);
+	assert_int_equal(res.error_code, VMMU_PFERR_WRITE | VMMU_PFERR_USER);
+	assert_int_equal(res.cr2, GVA + 0x1000);
+	assert_int_equal(env_stats(&e).faults[VMMU_FAULT_INJECT_PF], 1);
+	/* supervisor-only page read from user mode: protection fault */
+	assert_int_equal(acc(&e, 0, GVA_PT, VMMU_SOFT_READ, 3, &r, &res), VMMU_SOFT_PAGE_FAULT);
+	assert_int_equal(res.error_code, VMMU_PFERR_PRESENT | VMMU_PFERR_USER);
+	/* reading the guest's own PT works (it is write-protected, not read-protected) */
+	assert_int_equal(acc(&e, 0, GVA_PT, VMMU_SOFT_READ, 0, &r, &res), VMMU_SOFT_OK);
+	assert_int_equal(r, *gpa_ptr(&e, PT));
+	assert_int_equal(vmmu_mmu_audit(e.mmu), 0);
+	env_destroy(&e);
+}
+
+/* A guest write to a shadowed table is emulated and the translation it changes is seen at once. */
+static void test_pt_write_remaps(void **state)
+{
+	struct vmmu_soft_result res;
+	struct soft_env e;
+	uint64_t v, r = 0;
+
+	(void)state;
+	shadow_env(&e, 0, 1);
+	build_tables(&e);
+	*gpa_ptr(&e, 0x200000) = 0xaaaa;
+	*gpa_ptr(&e, 0x300000) = 0xbbbb;
+	assert_int_equal(acc(&e, 0, GVA, VMMU_SOFT_READ, 3, &r, NULL), VMMU_SOFT_OK);
+	assert_int_equal(r, 0xaaaa);
+	/* the guest remaps GVA to 0x300000 by writing its PT through GVA_PT */
+	v = 0x300000 | PTE_P | PTE_W | PTE_U;
+	assert_int_equal(acc(&e, 0, GVA_PT, VMMU_SOFT_WRITE, 0, &v, &res), VMMU_SOFT_OK);
+	assert_int_equal(*gpa_ptr(&e, PT), v);
+	assert_int_equal(env_vstats(&e, 0).pt_writes, 1);
+	struct vmmu_mmu_stats st = env_stats(&e);
+	assert_int_equal(st.pt_writes, 1);
+	assert_int_equal(st.pt_zaps, 1);
+	assert_int_equal(st.faults[VMMU_FAULT_EMULATE_WRITE], 1);
+	assert_int_equal(vmmu_mmu_audit(e.mmu), 0);
+	/* the old SPTE was zapped (and TLBs flushed): the next read sees the new page */
+	assert_int_equal(acc(&e, 0, GVA, VMMU_SOFT_READ, 3, &r, &res), VMMU_SOFT_OK);
+	assert_int_equal(r, 0xbbbb);
+	assert_int_equal(res.exits, 1);
+	/* the guest table page stays write-protected: a second write faults again */
+	v |= PTE_A;
+	assert_int_equal(acc(&e, 0, GVA_PT, VMMU_SOFT_WRITE, 0, &v, &res), VMMU_SOFT_OK);
+	assert_int_equal(res.exits, 1);
+	assert_int_equal(env_vstats(&e, 0).pt_writes, 2);
+	/* the guest unmaps: the next access faults into the guest */
+	v = 0;
+	assert_int_equal(acc(&e, 0, GVA_PT, VMMU_SOFT_WRITE, 0, &v, &res), VMMU_SOFT_OK);
+	assert_int_equal(acc(&e, 0, GVA, VMMU_SOFT_READ, 3, &r, &res), VMMU_SOFT_PAGE_FAULT);
+	assert_int_equal(res.error_code, VMMU_PFERR_USER);
+	assert_int_equal(vmmu_mmu_audit(e.mmu), 0);
+	env_destroy(&e);
+}
+
+/* Level > 1 tables written three times without a walk through them are zapped; level-1 tables are not. */
+static void test_write_flooding(void **state)
+{
+	struct soft_env e;
+	uint64_t v, r;
+	struct vmmu_mmu_stats st;
+
+	(void)state;
+	shadow_env(&e, 0, 1);
+	build_tables(&e);
+	assert_int_equal(acc(&e, 0, GVA, VMMU_SOFT_READ, 3, &r, NULL), VMMU_SOFT_OK);
+	assert_int_equal(acc(&e, 0, GVA_PD + 8 * 8, VMMU_SOFT_READ, 0, &r, NULL), VMMU_SOFT_OK);
+	/* two writes to unused PD entries: entries zapped (nothing there), the page stays */
+	for (int i = 0; i < 2; i++) {
+		v = 0;
+		assert_int_equal(acc(&e, 0, GVA_PD + (8 + i) * 8, VMMU_SOFT_WRITE, 0, &v, NULL), VMMU_SOFT_OK);
+	}
+	st = env_stats(&e);
+	assert_int_equal(st.pt_writes, 2);
+	assert_int_equal(st.flood_zaps, 0);
+	/* a walk through the PD (a fault on a new gva in it) resets the count */
+	assert_int_equal(acc(&e, 0, GVA + 0x2000, VMMU_SOFT_READ, 3, &r, NULL), VMMU_SOFT_OK);
+	for (int i = 0; i < 2; i++) {
+		v = 0;
+		assert_int_equal(acc(&e, 0, GVA_PD + (8 + i) * 8, VMMU_SOFT_WRITE, 0, &v, NULL), VMMU_SOFT_OK);
+	}
+	assert_int_equal(env_stats(&e).flood_zaps, 0);
+	/* the third in a row zaps the PD's shadow page (and the PT shadows below lose their parent) */
+	v = 0;
+	assert_int_equal(acc(&e, 0, GVA_PD + 10 * 8, VMMU_SOFT_WRITE, 0, &v, NULL), VMMU_SOFT_OK);
+	st = env_stats(&e);
+	assert_int_equal(st.flood_zaps, 1);
+	assert_int_equal(vmmu_mmu_audit(e.mmu), 0);
+	/* a PT (level 1) written many times is never flood-zapped */
+	for (int i = 0; i < 6; i++) {
+		v = 0;
+		assert_int_equal(acc(&e, 0, GVA_PT + (100 + i) * 8, VMMU_SOFT_WRITE, 0, &v, NULL), VMMU_SOFT_OK);
+	}
+	assert_int_equal(env_stats(&e).flood_zaps, 1);
+	/* translations are rebuilt */
+	assert_int_equal(acc(&e, 0, GVA, VMMU_SOFT_READ, 3, &r, NULL), VMMU_SOFT_OK);
+	assert_int_equal(vmmu_mmu_audit(e.mmu), 0);
+	env_destroy(&e);
+}
+
+/* A misaligned write (crossing two entries, or 2 bytes) zaps the page; one byte at an entry start does not. */
+static void test_misaligned_write_zaps(void **state)
+{
+	struct soft_env e;
+	uint64_t v = 0, r;
+	uint16_t h = 0;
+	uint8_t b = (uint8_t)(PTE_P | PTE_W | PTE_U);
+
+	(void)state;
+	shadow_env(&e, 0, 1);
+	build_tables(&e);
+	assert_int_equal(acc(&e, 0, GVA, VMMU_SOFT_READ, 3, &r, NULL), VMMU_SOFT_OK);
+	assert_int_equal(acc(&e, 0, GVA_PT + 0x800, VMMU_SOFT_READ, 0, &r, NULL), VMMU_SOFT_OK);
+	assert_int_equal(vmmu_soft_access(e.vcpu[0], GVA_PT + 8, 1, VMMU_SOFT_WRITE, 0, &b, NULL), VMMU_SOFT_OK);
+	assert_int_equal(env_stats(&e).misaligned_zaps, 0);
+	assert_int_equal(vmmu_soft_access(e.vcpu[0], GVA_PT + 0x804, 8, VMMU_SOFT_WRITE, 0, &v, NULL), VMMU_SOFT_OK);
+	assert_int_equal(env_stats(&e).misaligned_zaps, 1);
+	assert_int_equal(acc(&e, 0, GVA, VMMU_SOFT_READ, 3, &r, NULL), VMMU_SOFT_OK); /* shadow the PT again */
+	assert_int_equal(vmmu_soft_access(e.vcpu[0], GVA_PT + 0x810, 2, VMMU_SOFT_WRITE, 0, &h, NULL), VMMU_SOFT_OK);
+	assert_int_equal(env_stats(&e).misaligned_zaps, 2);
+	/* the byte write made entry 1 present (low byte P|W|U, frame 0): it is mapped now */
+	assert_int_equal(acc(&e, 0, GVA + 0x1000, VMMU_SOFT_READ, 3, &r, NULL), VMMU_SOFT_OK);
+	assert_int_equal(vmmu_mmu_audit(e.mmu), 0);
+	env_destroy(&e);
+}
+
+/*
+ * CR3 loads: each (CR3, role) has its own root, kept and reused; the TLB is
+ * emptied by the load. INVLPG: a stale translation (the guest changed the
+ * entry without the MMU seeing it, as an unsynced table would) persists
+ * until INVLPG, which drops the SPTE so the next access walks again.
+ */
+static void test_cr3_and_invlpg(void **state)
+{
+	struct vmmu_soft_result res;
+	struct soft_env e;
+	uint64_t r = 0, created;
+
+	(void)state;
+	shadow_env(&e, 0, 1);
+	build_tables(&e);
+	*gpa_ptr(&e, 0x200000) = 0xaaaa;
+	*gpa_ptr(&e, 0x300000) = 0xbbbb;
+	/* address space B: same PDPT path but GVA -> 0x300000 through its own PD/PT copies */
+	*gpa_ptr(&e, PML4B) = (PML4B + 0x1000) | TBL;
+	*gpa_ptr(&e, PML4B + 0x1000) = (PML4B + 0x2000) | TBL;
+	*gpa_ptr(&e, PML4B + 0x2000 + 2 * 8) = (PML4B + 0x3000) | TBL;
+	*gpa_ptr(&e, PML4B + 0x3000) = 0x300000 | PTE_P | PTE_U;
+	assert_int_equal(acc(&e, 0, GVA, VMMU_SOFT_READ, 3, &r, NULL), VMMU_SOFT_OK);
+	assert_int_equal(r, 0xaaaa);
+	load_cr3(&e, 0, PML4B, 0, 0);
+	assert_int_equal(acc(&e, 0, GVA, VMMU_SOFT_READ, 3, &r, &res), VMMU_SOFT_OK);
+	assert_int_equal(r, 0xbbbb);
+	assert_false(res.tlb_hit);
+	created = env_stats(&e).pages_created;
+	/* back to A: the old root and its pages are reused, nothing is rebuilt */
+	load_cr3(&e, 0, PML4, 0, 0);
+	assert_int_equal(acc(&e, 0, GVA, VMMU_SOFT_READ, 3, &r, &res), VMMU_SOFT_OK);
+	assert_int_equal(r, 0xaaaa);
+	assert_int_equal(res.exits, 0);
+	assert_int_equal(env_stats(&e).pages_created, created);
+	/* CR0.WP is part of the role: another root */
+	load_cr3(&e, 0, PML4, 0, VMMU_CR0_WP);
+	assert_int_equal(acc(&e, 0, GVA, VMMU_SOFT_READ, 3, &r, &res), VMMU_SOFT_OK);
+	assert_int_equal(res.exits, 1);
+	assert_true(env_stats(&e).pages_created > created);
+	load_cr3(&e, 0, PML4, 0, 0);
+	/* an unseen change of the guest PTE: the stale translation stays until INVLPG */
+	assert_int_equal(acc(&e, 0, GVA, VMMU_SOFT_READ, 3, &r, &res), VMMU_SOFT_OK);
+	__atomic_store_n(gpa_ptr(&e, PT), 0x300000 | PTE_P | PTE_U | PTE_A, __ATOMIC_RELAXED);
+	assert_int_equal(acc(&e, 0, GVA, VMMU_SOFT_READ, 3, &r, &res), VMMU_SOFT_OK);
+	assert_true(res.tlb_hit);
+	assert_int_equal(r, 0xaaaa);
+	assert_int_equal(vmmu_soft_invlpg(e.vcpu[0], GVA), 0);
+	assert_int_equal(acc(&e, 0, GVA, VMMU_SOFT_READ, 3, &r, &res), VMMU_SOFT_OK);
+	assert_int_equal(r, 0xbbbb);
+	assert_int_equal(res.exits, 1);
+	assert_int_equal(vmmu_mmu_audit(e.mmu), 0);
+	env_destroy(&e);
+}
+
+/* CR0.WP = 0: a supervisor write to a read-only user page succeeds (kernel-only writable leaf); user reads still work. */
+static void test_wp0_supervisor_write(void **state)
+{
+	struct soft_env e;
+	uint64_t v = 7, r = 0;
+	struct vmmu_soft_result res;
+
+	(void)state;
+	shadow_env(&e, 0, 1);
+	build_tables(&e);
+	*gpa_ptr(&e, PT + 2 * 8) = 0x202000 | PTE_P | PTE_U | PTE_D | PTE_A; /* user, read-only */
+	load_cr3(&e, 0, PML4, 0, VMMU_CR0_WP);
+	assert_int_equal(acc(&e, 0, GVA + 0x2000, VMMU_SOFT_WRITE, 0, &v, NULL), VMMU_SOFT_OK);
+	assert_int_equal(*gpa_ptr(&e, 0x202000), 7);
+	assert_int_equal(acc(&e, 0, GVA + 0x2000, VMMU_SOFT_READ, 3, &r, NULL), VMMU_SOFT_OK);
+	assert_int_equal(r, 7);
+	assert_int_equal(acc(&e, 0, GVA + 0x2000, VMMU_SOFT_WRITE, 3, &v, &res), VMMU_SOFT_PAGE_FAULT);
+	assert_int_equal(res.error_code, VMMU_PFERR_PRESENT | VMMU_PFERR_WRITE | VMMU_PFERR_USER);
+	/* with WP = 1 the same supervisor write faults */
+	load_cr3(&e, 0, PML4, 0, 0);
+	assert_int_equal(acc(&e, 0, GVA + 0x2000, VMMU_SOFT_WRITE, 0, &v, &res), VMMU_SOFT_PAGE_FAULT);
+	assert_int_equal(res.error_code, VMMU_PFERR_PRESENT | VMMU_PFERR_WRITE);
+	assert_int_equal(vmmu_mmu_audit(e.mmu), 0);
+	env_destroy(&e);
+}
+
+/* Bypass: guest-not-present faults on a shadowed table reach the guest without an exit, with the same error code. */
+static void test_bypass_saves_exits(void **state)
+{
+	struct vmmu_soft_result res;
+	uint64_t r, exits[2], bypassed[2], ec[2];
+
+	(void)state;
+	for (int mode = 0; mode < 2; mode++) {
+		struct soft_env e;
+
+		shadow_env(&e, mode ? VMMU_MMU_F_SHADOW_BYPASS : 0, 1);
+		build_tables(&e);
+		assert_int_equal(acc(&e, 0, GVA, VMMU_SOFT_READ, 3, &r, NULL), VMMU_SOFT_OK);
+		exits[mode] = 0;
+		for (int i = 0; i < 10; i++) {
+			/* entry 1 not present; entries 8.. not present either */
+			assert_int_equal(acc(&e, 0, GVA + (i ? 0x8000 + i * 0x1000 : 0x1000), VMMU_SOFT_WRITE, 3, &r, &res),
+					 VMMU_SOFT_PAGE_FAULT);
+			exits[mode] += res.exits;
+		}
+		ec[mode] = res.error_code;
+		bypassed[mode] = env_vstats(&e, 0).pf_bypassed;
+		/* present pages not yet mapped still exit (trap SPTEs) and work */
+		assert_int_equal(acc(&e, 0, GVA + 0x3000, VMMU_SOFT_READ, 3, &r, &res), VMMU_SOFT_OK);
+		assert_int_equal(res.exits, 1);
+		/* a PD entry that is not present: notrap at level 2 */
+		assert_int_equal(acc(&e, 0, 0x40000000ULL - 0x1000, VMMU_SOFT_READ, 0, &r, &res), VMMU_SOFT_PAGE_FAULT);
+		assert_int_equal(res.error_code, 0);
+		assert_int_equal(res.exits, mode ? 0 : 1);
+		/* the guest maps entry 9 through a PT write: now it exits (trap) and works */
+		uint64_t v = 0x209000 | PTE_P | PTE_W | PTE_U;
+		assert_int_equal(acc(&e, 0, GVA_PT + 9 * 8, VMMU_SOFT_WRITE, 0, &v, NULL), VMMU_SOFT_OK);
+		assert_int_equal(acc(&e, 0, GVA + 0x9000, VMMU_SOFT_READ, 3, &r, &res), VMMU_SOFT_OK);
+		assert_int_equal(res.exits, 1);
+		assert_int_equal(vmmu_mmu_audit(e.mmu), 0);
+		env_destroy(&e);
+	}
+	assert_int_equal(ec[0], VMMU_PFERR_WRITE | VMMU_PFERR_USER);
+	assert_int_equal(ec[1], ec[0]);
+	assert_int_equal(exits[0], 10);
+	assert_int_equal(exits[1], 0);
+	assert_int_equal(bypassed[0], 0);
+	assert_int_equal(bypassed[1], 10);
+}
+
+static void test_options(void **state)
+{
+	struct vmmu_mmu_options mo = { .size = sizeof(mo), .mode = VMMU_PAGING_EPT4, .flags = VMMU_MMU_F_SHADOW };
+	struct vmmu_vm_options o = { .size = sizeof(o) };
+	struct log_capture c;
+	struct vmmu_vm *vm;
+	struct soft_env e;
+	struct vmmu_sregs s;
+
+	(void)state;
+	log_capture_start(&c);
+	assert_int_equal(vmmu_soft_vm_create(&vm, &o, &mo), -EINVAL);
+	mo.mode = VMMU_PAGING_4LEVEL;
+	mo.maxphyaddr = 52;
+	mo.flags |= VMMU_MMU_F_SHADOW_BYPASS;
+	assert_int_equal(vmmu_soft_vm_create(&vm, &o, &mo), -EINVAL);
+	mo.flags = VMMU_MMU_F_SHADOW_BYPASS;
+	assert_int_equal(vmmu_soft_vm_create(&vm, &o, &mo), -EINVAL);
+	log_capture_stop();
+	assert_int_equal(c.lines, 3);
+	/* a PAE guest cannot be shadowed by 4-level tables */
+	shadow_env(&e, 0, 1);
+	assert_int_equal(vmmu_vcpu_get_sregs(e.vcpu[0], &s), 0);
+	*gpa_ptr(&e, PML4) = PDPT | PTE_P;
+	s.cr0 = VMMU_CR0_PG | 1;
+	s.cr4 = VMMU_CR4_PAE;
+	s.cr3 = PML4;
+	log_capture_start(&c);
+	assert_int_equal(vmmu_vcpu_set_sregs(e.vcpu[0], &s), -EOPNOTSUPP);
+	log_capture_stop();
+	assert_int_equal(c.lines, 1);
+	/* paging off works through the identity map */
+	env_write64(&e, 0, 0x5000, 99);
+	assert_int_equal(*gpa_ptr(&e, 0x5000), 99);
+	env_destroy(&e);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_fault_builds_shadow),
+		cmocka_unit_test(test_pt_write_remaps),
+		cmocka_unit_test(test_write_flooding),
+		cmocka_unit_test(test_misaligned_write_zaps),
+		cmocka_unit_test(test_cr3_and_invlpg),
+		cmocka_unit_test(test_wp0_supervisor_write),
+		cmocka_unit_test(test_bypass_saves_exits),
+		cmocka_unit_test(test_options),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
