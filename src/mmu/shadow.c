@@ -391,22 +391,34 @@ static bool gpte_unchanged(struct vmmu_mmu *mmu, const struct gwalk *g, int leve
 	return gt && gpte_read(&gt[(gpa & 4095) / 8]) == g->gpte[level - 1];
 }
 
-/* The leaf access for the fault: protect_clean_gpte and the CR0.WP = 0 supervisor-write rule. */
-static unsigned int leaf_access(struct vmmu_mmu_vcpu *v, const struct gwalk *g, uint64_t ec)
+/*
+ * The leaf access for the fault: protect_clean_gpte, and the CR0.WP = 0 rule
+ * (hardware runs with WP on): a supervisor write to a page the guest maps
+ * read-only gets a supervisor-only writable leaf, not executable under SMEP.
+ * Under SMAP that leaf would let supervisor reads with AC clear through, so
+ * there the write is emulated instead (*@emulate) and the leaf stays as the
+ * guest maps it.
+ */
+static unsigned int leaf_access(struct vmmu_mmu_vcpu *v, const struct gwalk *g, uint64_t ec, bool *emulate)
 {
 	struct shadow_vcpu *sv = to_sv(v);
 	unsigned int acc = g->access;
 
+	*emulate = false;
 	if (!g->paging)
 		return acc;
-	if (!(g->gpte[g->level - 1] & GPTE_D))
-		acc &= ~VMMU_ACC_WRITE;
 	if ((ec & VMMU_PFERR_WRITE) && !(ec & VMMU_PFERR_USER) && !(sv->regs.cr0 & VMMU_CR0_WP) &&
 	    !(acc & VMMU_ACC_WRITE)) {
-		acc = (acc | VMMU_ACC_WRITE) & ~VMMU_ACC_USER;
-		if (sv->regs.cr4 & VMMU_CR4_SMEP)
-			acc &= ~VMMU_ACC_EXEC;
+		if (sv->regs.cr4 & VMMU_CR4_SMAP) {
+			*emulate = true;
+		} else {
+			acc = (acc | VMMU_ACC_WRITE) & ~VMMU_ACC_USER;
+			if (sv->regs.cr4 & VMMU_CR4_SMEP)
+				acc &= ~VMMU_ACC_EXEC;
+		}
 	}
+	if (!(g->gpte[g->level - 1] & GPTE_D))
+		acc &= ~VMMU_ACC_WRITE;
 	return acc;
 }
 
@@ -419,9 +431,12 @@ static int map_leaf(struct vmmu_mmu_vcpu *v, struct mmu_page *sp, uint64_t *spte
 	vmmu_gfn_t gfn = g->gpa >> VMMU_PAGE_SHIFT;
 	struct mmu_slot *s = mmu_slot_of(mmu, gfn);
 	bool write = ec & VMMU_PFERR_WRITE;
-	unsigned int flags = 0, acc = leaf_access(v, g, ec);
+	unsigned int flags = 0, acc;
 	uint64_t old, spte;
+	bool emulate;
 	int made, ret;
+
+	acc = leaf_access(v, g, ec, &emulate);
 
 	res->gpa = g->gpa;
 	if (!s)
@@ -456,8 +471,8 @@ static int map_leaf(struct vmmu_mmu_vcpu *v, struct mmu_page *sp, uint64_t *spte
 			mmu_mark_dirty(mmu, v, s, gfn);
 		atomic_fetch_add_explicit(&mmu->stat_mapped[0], 1, memory_order_relaxed);
 	}
-	if (write && made == VMMU_SPTE_WRPROT)
-		return VMMU_FAULT_EMULATE_WRITE; /* a write to a shadowed guest table */
+	if (write && (made == VMMU_SPTE_WRPROT || emulate))
+		return VMMU_FAULT_EMULATE_WRITE; /* a write to a shadowed guest table, or WP = 0 under SMAP */
 	return spte == old ? VMMU_FAULT_SPURIOUS : VMMU_FAULT_FIXED;
 }
 

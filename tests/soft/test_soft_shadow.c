@@ -357,6 +357,82 @@ static void test_bypass_saves_exits(void **state)
 	assert_int_equal(bypassed[1], 10);
 }
 
+/*
+ * The 2014 race (KVM "flush tlb out of mmu lock when write-protect the
+ * sptes"), replayed step by step: vCPU 0 holds a writable TLB entry for page
+ * X; a dirty-log harvest clears W on X's SPTE and has not flushed yet (its
+ * flush comes after the MMU lock is dropped); vCPU 1 starts using X as a page
+ * table, so the MMU write-protects X for shadowing and finds W already clear.
+ * Keyed on MMU-writable, that protection flushes before unlocking and vCPU 0's
+ * next write to X faults and is tracked. Keyed on W (the knob), nothing is
+ * flushed: vCPU 0 rewrites a guest PTE in X through its stale entry, the MMU
+ * never sees it, and vCPU 1 keeps the old translation even after reloading
+ * CR3, which the architecture forbids.
+ */
+static uint64_t race_once(bool flush_on_w, bool *stale_hit)
+{
+	const uint64_t X = 0x205000, D = GVA + 0x5000, G = 0x800000, P1 = 0x220000, P2 = 0x230000;
+	struct vmmu_soft_result res;
+	struct soft_env e;
+	struct mmu_slot *s;
+	struct vmmu_rmap_iter it;
+	uint64_t v, r, *sptep;
+
+	shadow_env(&e, 0, 2);
+	build_tables(&e);
+	*gpa_ptr(&e, X) = P1 | PTE_P | PTE_W | PTE_U | PTE_A | PTE_D;
+	*gpa_ptr(&e, P1) = 0x1111;
+	*gpa_ptr(&e, P2) = 0x2222;
+	assert_int_equal(vmmu_vm_memslot_set_flags(e.vm, 0, VMMU_MEMSLOT_LOG_DIRTY), 0);
+	/* warm-up: vCPU 1 walks to the PD through its mapping; vCPU 0 writes X through D (TLB entry with W) */
+	assert_int_equal(acc(&e, 1, GVA_PD, VMMU_SOFT_READ, 0, &r, NULL), VMMU_SOFT_OK);
+	v = 0;
+	assert_int_equal(acc(&e, 0, D + 300 * 8, VMMU_SOFT_WRITE, 3, &v, NULL), VMMU_SOFT_OK);
+	assert_int_equal(acc(&e, 0, D + 301 * 8, VMMU_SOFT_WRITE, 3, &v, &res), VMMU_SOFT_OK);
+	assert_true(res.tlb_hit);
+	/* a harvest's first half: W cleared on X's SPTEs under the MMU lock, the flush still to come */
+	pthread_rwlock_rdlock(&e.mmu->slots_lock);
+	pthread_mutex_lock(&e.mmu->lock);
+	s = mmu_slot_of(e.mmu, X >> 12);
+	vmmu_rmap_for_each(&it, mmu_rmap_head(s, X >> 12, 1), sptep)
+		spte_and(sptep, ~VMMU_SPTE_WRITABLE);
+	pthread_mutex_unlock(&e.mmu->lock);
+	pthread_rwlock_unlock(&e.mmu->slots_lock);
+	/* vCPU 1: PD entry 4 -> X, then a read through it: X becomes a shadowed guest table */
+	mmu_debug_wrprot_flush_on_w = flush_on_w;
+	v = X | TBL;
+	assert_int_equal(acc(&e, 1, GVA_PD + 4 * 8, VMMU_SOFT_WRITE, 0, &v, NULL), VMMU_SOFT_OK);
+	assert_int_equal(acc(&e, 1, G, VMMU_SOFT_READ, 3, &r, NULL), VMMU_SOFT_OK);
+	assert_int_equal(r, 0x1111);
+	mmu_debug_wrprot_flush_on_w = false;
+	/* vCPU 0 remaps G to P2 by writing X through D */
+	v = P2 | PTE_P | PTE_W | PTE_U | PTE_A | PTE_D;
+	assert_int_equal(acc(&e, 0, D, VMMU_SOFT_WRITE, 3, &v, &res), VMMU_SOFT_OK);
+	*stale_hit = res.tlb_hit;
+	/* the harvest's flush */
+	mmu_flush_request(e.mmu);
+	mmu_flush_commit(e.mmu);
+	/* vCPU 1 reloads CR3 (TLB emptied) and reads G */
+	load_cr3(&e, 1, PML4 | 8, 0, 0);
+	assert_int_equal(acc(&e, 1, G, VMMU_SOFT_READ, 3, &r, NULL), VMMU_SOFT_OK);
+	assert_int_equal(vmmu_mmu_audit(e.mmu), 0); /* the audit sees SPTEs, not TLBs: it cannot catch this */
+	env_destroy(&e);
+	return r;
+}
+
+static void test_race_2014_flush_before_unlock(void **state)
+{
+	bool stale_hit;
+
+	(void)state;
+	/* the rule on: the write faults, is emulated, and vCPU 1 sees the remap */
+	assert_int_equal(race_once(false, &stale_hit), 0x2222);
+	assert_false(stale_hit);
+	/* the rule off: the write went through the stale TLB entry and the remap is lost */
+	assert_int_equal(race_once(true, &stale_hit), 0x1111);
+	assert_true(stale_hit);
+}
+
 static void test_options(void **state)
 {
 	struct vmmu_mmu_options mo = { .size = sizeof(mo), .mode = VMMU_PAGING_EPT4, .flags = VMMU_MMU_F_SHADOW };
@@ -404,6 +480,7 @@ int main(void)
 		cmocka_unit_test(test_cr3_and_invlpg),
 		cmocka_unit_test(test_wp0_supervisor_write),
 		cmocka_unit_test(test_bypass_saves_exits),
+		cmocka_unit_test(test_race_2014_flush_before_unlock),
 		cmocka_unit_test(test_options),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
