@@ -150,10 +150,16 @@ static inline uint64_t gpte_read(const uint64_t *p)
 	return __atomic_load_n(p, __ATOMIC_ACQUIRE);
 }
 
-/* The cleared value for an SPTE whose guest entry is @gpte (bypass: notrap if not present). */
-static inline uint64_t cleared_for(const struct vmmu_mmu *mmu, uint64_t gpte)
+/*
+ * The cleared value for an SPTE of @sp whose guest entry is @gpte: with
+ * bypass, notrap if that entry is not present, but only in pages of guests
+ * with EFER.NXE (role.efer_nx): the hardware runs with NX on and reports
+ * fetches in the error code, which a guest without NXE (and without SMEP)
+ * does not expect, so there every fault must exit and be reflected exactly.
+ */
+static inline uint64_t cleared_for(const struct vmmu_mmu *mmu, const struct mmu_page *sp, uint64_t gpte)
 {
-	return (gpte & GPTE_P) ? mmu->nonpresent : VMMU_SPTE_NONPRESENT;
+	return (gpte & GPTE_P) || !sp->role.efer_nx ? mmu->nonpresent : VMMU_SPTE_NONPRESENT;
 }
 
 /* A new page's SPTEs: cleared values; with bypass, notrap where the guest entry is not present. */
@@ -165,7 +171,7 @@ static void fill_new_page(struct vmmu_mmu *mmu, struct mmu_page *sp)
 		return;
 	gt = sp->role.direct ? NULL : guest_table(mmu, sp->gfn);
 	for (int i = 0; i < MMU_SPTES; i++)
-		spt[i] = gt ? cleared_for(mmu, gpte_read(&gt[i])) : mmu->nonpresent;
+		spt[i] = gt ? cleared_for(mmu, sp, gpte_read(&gt[i])) : mmu->nonpresent;
 }
 
 /* Count @sp's guest table as shadowed; the first count write-protects the gfn (flushing before unlock). */
@@ -231,6 +237,7 @@ static union mmu_role root_role(struct vmmu_mmu_vcpu *v, vmmu_gfn_t *gfn)
 		r.cr0_wp = 1;
 		return r;
 	}
+	r.efer_nx = !!(sv->regs.efer & VMMU_EFER_NXE); /* the guest's (KVM forces 1): see cleared_for() */
 	r.cr0_wp = !!(sv->regs.cr0 & VMMU_CR0_WP);
 	r.smep_andnot_wp = (sv->regs.cr4 & VMMU_CR4_SMEP) && !r.cr0_wp;
 	r.smap_andnot_wp = (sv->regs.cr4 & VMMU_CR4_SMAP) && !r.cr0_wp;
@@ -395,9 +402,10 @@ static bool gpte_unchanged(struct vmmu_mmu *mmu, const struct gwalk *g, int leve
  * The leaf access for the fault: protect_clean_gpte, and the CR0.WP = 0 rule
  * (hardware runs with WP on): a supervisor write to a page the guest maps
  * read-only gets a supervisor-only writable leaf, not executable under SMEP.
- * Under SMAP that leaf would let supervisor reads with AC clear through, so
- * there the write is emulated instead (*@emulate) and the leaf stays as the
- * guest maps it.
+ * Under SMAP that leaf would let supervisor reads with AC clear through, and
+ * below a guest huge page it would sit in a direct page shared with other
+ * guest entries whose D bit it would never set; there the write is emulated
+ * instead (*@emulate) and the leaf stays as the guest maps it.
  */
 static unsigned int leaf_access(struct vmmu_mmu_vcpu *v, const struct gwalk *g, uint64_t ec, bool *emulate)
 {
@@ -409,7 +417,7 @@ static unsigned int leaf_access(struct vmmu_mmu_vcpu *v, const struct gwalk *g, 
 		return acc;
 	if ((ec & VMMU_PFERR_WRITE) && !(ec & VMMU_PFERR_USER) && !(sv->regs.cr0 & VMMU_CR0_WP) &&
 	    !(acc & VMMU_ACC_WRITE)) {
-		if (sv->regs.cr4 & VMMU_CR4_SMAP) {
+		if ((sv->regs.cr4 & VMMU_CR4_SMAP) || g->level > 1) {
 			*emulate = true;
 		} else {
 			acc = (acc | VMMU_ACC_WRITE) & ~VMMU_ACC_USER;
@@ -506,9 +514,16 @@ static int fetch(struct vmmu_mmu_vcpu *v, vmmu_gva_t gva, const struct gwalk *g,
 			role.access = g->acc[level - 1];
 			role.direct = 0;
 		} else if (level == g->level) {
-			/* a guest huge page: direct pages below, with the leaf's access */
+			/*
+			 * A guest huge page: direct pages below, with the leaf's access,
+			 * without W while its D is clear (protect_clean_gpte), so that
+			 * direct pages shared by several guest entries never let a write
+			 * through one of them skip setting its D.
+			 */
 			gfn = (g->gpa >> VMMU_PAGE_SHIFT) & ~(level_pages(level) - 1);
 			role.access = g->acc[level - 1];
+			if (!(g->gpte[level - 1] & GPTE_D))
+				role.access &= ~VMMU_ACC_WRITE;
 			role.direct = 1;
 		} else {
 			gfn = mmu_page_entry_gfn(sp, spte_index(gva, level));
@@ -664,7 +679,7 @@ static void track_write(struct vmmu_mmu *mmu, vmmu_gpa_t gpa, unsigned int size)
 			atomic_fetch_add_explicit(&mmu->stat_pt_zaps, 1, memory_order_relaxed);
 		}
 		if (!(spte_get(sptep) & VMMU_SPTE_MMU_PRESENT) && gt)
-			spte_set(sptep, cleared_for(mmu, gpte_read(&gt[idx])));
+			spte_set(sptep, cleared_for(mmu, sp, gpte_read(&gt[idx])));
 	}
 	if (more) /* pathological: every page of the gfn goes */
 		for (sp = mmu_hash_first(mmu, gfn); sp;) {
