@@ -7,6 +7,7 @@
  * behave as the TLB architecture says; the bypass trick saves exits.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "soft/soft_helpers.h"
@@ -433,6 +434,108 @@ static void test_race_2014_flush_before_unlock(void **state)
 	assert_true(stale_hit);
 }
 
+/*
+ * Threads: two vCPUs remap, unmap, read and write through guest tables they
+ * both use (their PT writes are emulated, each followed by INVLPG as a guest
+ * does) while a third thread harvests the dirty log, ages and zaps. Every
+ * value read must be a page marker; afterwards the audit holds and every
+ * translation matches the guest tables.
+ */
+#define MT_PAGES 16
+#define MT_ITERS 20000
+
+struct mt {
+	struct soft_env *e;
+	unsigned int cpu;
+	_Atomic bool done;
+	_Atomic unsigned int bad;
+};
+
+static void *mt_vcpu(void *arg)
+{
+	struct mt *m = arg;
+	uint64_t rs = 0x1234 + m->cpu, r, v;
+
+	for (int it = 0; it < MT_ITERS; it++) {
+		uint64_t x = test_rand64(&rs), i = 2 + x % 6, gva = GVA + i * 0x1000;
+		int ret;
+
+		switch ((x >> 8) % 8) {
+		case 0: /* remap entry i, or unmap it */
+			v = (x >> 16) % 5 ? (0x210000 + ((x >> 20) % MT_PAGES) * 0x1000) | PTE_P | PTE_W | PTE_U : 0;
+			ret = acc(m->e, m->cpu, GVA_PT + i * 8, VMMU_SOFT_WRITE, 0, &v, NULL);
+			vmmu_soft_invlpg(m->e->vcpu[m->cpu], gva);
+			break;
+		case 1:
+		case 2:
+			v = x;
+			ret = acc(m->e, m->cpu, gva + 8 + ((x >> 24) % 500) * 8, VMMU_SOFT_WRITE, 3, &v, NULL);
+			break;
+		default:
+			ret = acc(m->e, m->cpu, gva, VMMU_SOFT_READ, 3, &r, NULL);
+			if (ret == VMMU_SOFT_OK && (r < 0x210000 || r >= 0x210000 + MT_PAGES * 0x1000 || (r & 0xfff)))
+				m->bad++;
+			break;
+		}
+		if (ret != VMMU_SOFT_OK && ret != VMMU_SOFT_PAGE_FAULT)
+			m->bad++;
+	}
+	m->done = true;
+	return NULL;
+}
+
+static void test_threads(void **state)
+{
+	struct soft_env e;
+	struct mt m[2];
+	pthread_t th[2];
+	uint64_t buf[MEM / 4096 / 64], r;
+	unsigned int rounds = 0;
+
+	(void)state;
+	shadow_env(&e, VMMU_MMU_F_SHADOW_BYPASS, 2);
+	build_tables(&e);
+	for (int p = 0; p < MT_PAGES; p++)
+		*gpa_ptr(&e, 0x210000 + p * 0x1000) = 0x210000 + p * 0x1000;
+	for (int i = 2; i < 8; i++)
+		*gpa_ptr(&e, PT + i * 8) = (0x210000 + i * 0x1000) | PTE_P | PTE_W | PTE_U;
+	assert_int_equal(vmmu_vm_memslot_set_flags(e.vm, 0, VMMU_MEMSLOT_LOG_DIRTY), 0);
+	for (unsigned int c = 0; c < 2; c++) {
+		m[c] = (struct mt){ .e = &e, .cpu = c };
+		assert_int_equal(pthread_create(&th[c], NULL, mt_vcpu, &m[c]), 0);
+	}
+	for (; !m[0].done || !m[1].done; rounds++) {
+		assert_true(vmmu_mmu_dirty_log_get(e.mmu, 0, buf) >= 0);
+		assert_true(vmmu_mmu_age_gfn_range(e.mmu, 0, MEM / 4096, true) >= 0);
+		if (rounds % 8 == 7)
+			assert_int_equal(vmmu_mmu_zap_all(e.mmu), 0);
+	}
+	for (unsigned int c = 0; c < 2; c++) {
+		pthread_join(th[c], NULL);
+		assert_int_equal(m[c].bad, 0);
+	}
+	assert_int_equal(vmmu_mmu_audit(e.mmu), 0);
+	/* every translation matches the guest tables */
+	for (int i = 2; i < 8; i++) {
+		uint64_t pte = *gpa_ptr(&e, PT + i * 8);
+
+		for (unsigned int c = 0; c < 2; c++) {
+			int ret;
+
+			assert_int_equal(vmmu_soft_invlpg(e.vcpu[c], GVA + i * 0x1000), 0);
+			ret = acc(&e, c, GVA + i * 0x1000, VMMU_SOFT_READ, 3, &r, NULL);
+			if (pte & PTE_P) {
+				assert_int_equal(ret, VMMU_SOFT_OK);
+				assert_int_equal(r, pte & 0xfffff000);
+			} else {
+				assert_int_equal(ret, VMMU_SOFT_PAGE_FAULT);
+			}
+		}
+	}
+	assert_true(env_stats(&e).pt_writes > 0);
+	env_destroy(&e);
+}
+
 static void test_options(void **state)
 {
 	struct vmmu_mmu_options mo = { .size = sizeof(mo), .mode = VMMU_PAGING_EPT4, .flags = VMMU_MMU_F_SHADOW };
@@ -481,6 +584,7 @@ int main(void)
 		cmocka_unit_test(test_wp0_supervisor_write),
 		cmocka_unit_test(test_bypass_saves_exits),
 		cmocka_unit_test(test_race_2014_flush_before_unlock),
+		cmocka_unit_test(test_threads),
 		cmocka_unit_test(test_options),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
