@@ -16,7 +16,9 @@
  * region (in shadow mode these stores fault on write-protected tables and are
  * emulated: zaps, flooding), followed by INVLPG of every probed address.
  * Then random reads, writes and fetches at CPL 0 and 3 hit the probed pages.
- * CR0.WP, CR4.SMEP/SMAP, EFER.NXE and EFLAGS.AC are random per run.
+ * CR0.WP, CR4.SMEP/SMAP, EFER.NXE and EFLAGS.AC are random per run; in
+ * some runs both machines log dirty pages and are harvested, and their MMUs
+ * are zapped, between ops (none of which may change what the guest sees).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -250,6 +252,21 @@ static void random_access(struct diff *d, uint64_t *rs)
 	}
 }
 
+/* Host-side MMU activity the guest must not notice: harvest the dirty logs, zap everything. */
+static void host_activity(struct diff *d, unsigned int op)
+{
+	uint64_t buf[MEM / 4096 / 64];
+
+	if (d->seed % 4 >= 2 && op % 3 == 0) {
+		assert_true(vmmu_mmu_dirty_log_get(d->t.env.mmu, 0, buf) >= 0);
+		assert_true(vmmu_mmu_dirty_log_get(d->s.env.mmu, 0, buf) >= 0);
+	}
+	if (op % 37 == 36) {
+		assert_int_equal(vmmu_mmu_zap_all(d->t.env.mmu), 0);
+		assert_int_equal(vmmu_mmu_zap_all(d->s.env.mmu), 0);
+	}
+}
+
 static void full_compare(struct diff *d)
 {
 	if (memcmp(d->t.mem, d->mw.hva, MEM) || memcmp(d->s.mem, d->mw.hva, MEM)) {
@@ -309,11 +326,16 @@ static void run_one(uint64_t seed, uint64_t totals[5])
 	assert_int_equal(vmmu_paging_create(&d->ctx_w, d->slots_w, &pr), 0);
 	machine_init(&d->t, &mo_t, &sr, rflags, image);
 	machine_init(&d->s, &mo_s, &sr, rflags, image);
+	if (seed % 4 >= 2) {
+		assert_int_equal(vmmu_vm_memslot_set_flags(d->t.env.vm, 0, VMMU_MEMSLOT_LOG_DIRTY), 0);
+		assert_int_equal(vmmu_vm_memslot_set_flags(d->s.env.vm, 0, VMMU_MEMSLOT_LOG_DIRTY), 0);
+	}
 	for (unsigned int op = 0; op < OPS; op++) {
 		if (!random_op(d, &rs))
 			break;
 		for (unsigned int i = 0; i < ACCESSES; i++)
 			random_access(d, &rs);
+		host_activity(d, op);
 		if (op % 16 == 15)
 			full_compare(d);
 	}
