@@ -264,10 +264,12 @@ static enum step translate(struct soft_vcpu *sc, uint64_t *root, vmmu_gva_t gva,
 	vmmu_gpa_t final = gva;
 
 	if (to_svm(sc->base.vm)->shadow) {
-		/* shadow paging: the exit's "address" is the GVA */
-		*gpa = gva;
-		if (sc->guest && !gva_canonical(gva, sc->mv->mmu->root_level))
+		/* shadow paging: the exit's "address" is the GVA (32 bits with PAE paging) */
+		if (sc->guest && vmmu_paging_get_mode(sc->guest) == VMMU_PAGING_PAE)
+			gva = (uint32_t)gva;
+		else if (sc->guest && !gva_canonical(gva, sc->mv->mmu->root_level))
 			return *outcome = VMMU_SOFT_GP, STEP_GUEST;
+		*gpa = gva;
 		return hw_walk_shadow(sc, root, gva, kind, cpl, hw) == HW_OK ? STEP_DONE : STEP_EXIT;
 	}
 	if (sc->guest) {

@@ -57,7 +57,8 @@ enum vmmu_mmu_dirty {
 /**
  * Shadow paging: faults are on guest-virtual addresses; the MMU walks the
  * guest's tables (vmmu_mmu_vcpu_set_guest()) and builds tables that map GVAs
- * (mode 4LEVEL or 5LEVEL, the guest's level count; 4 KiB leaves only).
+ * (mode 4LEVEL for 4-level and PAE guests, 5LEVEL for 5-level ones; 4 KiB
+ * leaves only).
  */
 #define VMMU_MMU_F_SHADOW        (1u << 3)
 /**
@@ -220,9 +221,14 @@ VMMU_API int vmmu_mmu_vcpu_root(struct vmmu_mmu_vcpu *vcpu, uint64_t **root);
  * root is current). The caller flushes the vCPU's own TLB (no PCID).
  * @regs: copied; CR0.PG clear selects the identity map of paging off.
  *
+ * PAE guests (4-level MMUs): the PDPTE registers are loaded here, as MOV CR3
+ * loads them (from @regs->pdptrs with VMMU_PAGING_F_PDPTRS, else from memory),
+ * and only here.
+ *
  * Return: 0; -EINVAL (NULL argument, bad registers: see vmmu_paging_create());
- * -EOPNOTSUPP (not a shadow MMU, or a guest mode the MMU's tables cannot
- * shadow: 32-bit, PAE, a level count other than the MMU's, CR4.PKE); -ENOMEM.
+ * -EFAULT (PAE: the PDPT is not in guest memory); -EOPNOTSUPP (not a shadow
+ * MMU, or a guest mode the MMU's tables cannot shadow: 32-bit paging, a level
+ * count other than the MMU's, CR4.PKE); -ENOMEM.
  */
 VMMU_API int vmmu_mmu_vcpu_set_guest(struct vmmu_mmu_vcpu *vcpu, const struct vmmu_paging_regs *regs);
 

@@ -38,8 +38,13 @@
  * VMMU_SPTE_NONPRESENT ("notrap": a P=0 #PF a backend filtering on P=1 hands
  * straight to the guest, and the error code is the guest's).
  *
- * Guest modes: 4-level and 5-level (the MMU's level count) and paging off
- * (an identity map through direct pages). 32-bit and PAE guests are refused.
+ * Guest modes: 4-level and 5-level (the MMU's level count), PAE on 4-level
+ * tables, and paging off (an identity map through direct pages). A PAE guest's
+ * root is a passthrough page (role.passthrough, keyed by CR3 >> 5) whose
+ * entry 0 points at a second passthrough page standing for the four PDPTE
+ * registers: those are loaded at the CR3 load (as MOV CR3 does), not write
+ * tracked, and rechecked whenever the root is loaded. 32-bit guests are
+ * refused.
  */
 
 #include <errno.h>
@@ -62,7 +67,8 @@ bool mmu_debug_wrprot_flush_on_w;
 /* The vCPU's guest paging state (vmmu_mmu_vcpu.guest). */
 struct shadow_vcpu {
 	struct vmmu_paging *ctx;  /* NULL: paging off */
-	struct vmmu_paging_regs regs;
+	struct vmmu_paging_regs regs;  /* PAE: with the PDPTE registers loaded (VMMU_PAGING_F_PDPTRS) */
+	int levels;               /* the guest's: 3 (PAE), 4, 5 */
 	unsigned int nr_shadowed;
 	uint64_t *shadowed[SHADOWED_CACHE_MIN];
 };
@@ -242,7 +248,29 @@ static union mmu_role root_role(struct vmmu_mmu_vcpu *v, vmmu_gfn_t *gfn)
 	r.smep_andnot_wp = (sv->regs.cr4 & VMMU_CR4_SMEP) && !r.cr0_wp;
 	r.smap_andnot_wp = (sv->regs.cr4 & VMMU_CR4_SMAP) && !r.cr0_wp;
 	*gfn = (sv->regs.cr3 & GPTE_ADDR) >> VMMU_PAGE_SHIFT;
+	if (sv->levels == 3) {
+		r.direct = 1;
+		r.passthrough = 1;
+		*gfn = (sv->regs.cr3 & 0xffffffe0u) >> 5;
+	}
 	return r;
+}
+
+/* Drop the PDPTE-level SPTEs of a PAE root that no longer match the vCPU's PDPTE registers. */
+static void pae_recheck(struct vmmu_mmu *mmu, const struct shadow_vcpu *sv, struct mmu_page *root)
+{
+	uint64_t top = spte_get(&mmu_page_spt(root)[0]), *pdpt;
+
+	if (!(top & VMMU_SPTE_MMU_PRESENT))
+		return;
+	pdpt = spte_to_child(top);
+	for (int i = 0; i < 4; i++) {
+		uint64_t spte = spte_get(&pdpt[i]), pdpte = sv->regs.pdptrs[i];
+
+		if ((spte & VMMU_SPTE_MMU_PRESENT) &&
+		    (!(pdpte & GPTE_P) || mmu_page_of(spte_to_child(spte))->gfn != (pdpte & GPTE_ADDR) >> VMMU_PAGE_SHIFT))
+			mmu_zap_spte(mmu, &pdpt[i]);
+	}
 }
 
 int shadow_load_root(struct vmmu_mmu_vcpu *v)
@@ -263,15 +291,18 @@ int shadow_load_root(struct vmmu_mmu_vcpu *v)
 	root->root_count++;
 	flood_reset(root);
 	v->root = root;
+	if (role.passthrough)
+		pae_recheck(mmu, to_sv(v), root);
 	return 0;
 }
 
 int vmmu_mmu_vcpu_set_guest(struct vmmu_mmu_vcpu *v, const struct vmmu_paging_regs *regs)
 {
 	struct vmmu_paging *ctx = NULL, *old;
+	struct vmmu_paging_regs r = { 0 };
 	struct vmmu_mmu *mmu;
 	struct shadow_vcpu *sv;
-	int ret;
+	int ret, levels = 0;
 
 	if (!v || !regs) {
 		log_err("mmu: vcpu_set_guest: NULL argument");
@@ -283,16 +314,31 @@ int vmmu_mmu_vcpu_set_guest(struct vmmu_mmu_vcpu *v, const struct vmmu_paging_re
 		return -EOPNOTSUPP;
 	}
 	if (regs->cr0 & VMMU_CR0_PG) {
-		enum vmmu_paging_mode want = mmu->root_level == 5 ? VMMU_PAGING_5LEVEL : VMMU_PAGING_4LEVEL;
+		enum vmmu_paging_mode want = mmu->root_level == 5 ? VMMU_PAGING_5LEVEL : VMMU_PAGING_4LEVEL, mode;
 
-		ret = vmmu_paging_create(&ctx, mmu->slots, regs);
+		r = *regs;
+		ret = vmmu_paging_create(&ctx, mmu->slots, &r);
 		if (ret)
 			return ret;
-		if (vmmu_paging_get_mode(ctx) != want || (regs->cr4 & VMMU_CR4_PKE)) {
-			log_err("mmu: vcpu_set_guest: this MMU shadows %d-level guests without protection keys only",
-				mmu->root_level);
+		mode = vmmu_paging_get_mode(ctx);
+		if ((mode != want && (mode != VMMU_PAGING_PAE || mmu->root_level != 4)) ||
+		    (mode != VMMU_PAGING_PAE && (regs->cr4 & VMMU_CR4_PKE))) {
+			log_err("mmu: vcpu_set_guest: this MMU shadows %d-level guests without protection keys%s only",
+				mmu->root_level, mmu->root_level == 4 ? " and PAE guests" : "");
 			vmmu_paging_destroy(ctx);
 			return -EOPNOTSUPP;
+		}
+		levels = mode == VMMU_PAGING_PAE ? 3 : mmu->root_level;
+		if (levels == 3 && !(r.flags & VMMU_PAGING_F_PDPTRS)) {
+			/* the PDPTE registers, as the load just did (and the context keeps): the MMU needs them too */
+			vmmu_paging_destroy(ctx);
+			ctx = NULL;
+			if (vmmu_memslots_read(mmu->slots, r.cr3 & 0xffffffe0u, r.pdptrs, sizeof(r.pdptrs)))
+				return -EFAULT;
+			r.flags |= VMMU_PAGING_F_PDPTRS;
+			ret = vmmu_paging_create(&ctx, mmu->slots, &r);
+			if (ret)
+				return ret;
 		}
 	}
 	ret = mmu_topup_caches(v, 0);
@@ -304,7 +350,8 @@ int vmmu_mmu_vcpu_set_guest(struct vmmu_mmu_vcpu *v, const struct vmmu_paging_re
 	pthread_mutex_lock(&mmu->lock);
 	old = sv->ctx;
 	sv->ctx = ctx;
-	sv->regs = *regs;
+	sv->regs = ctx ? r : *regs;
+	sv->levels = levels;
 	if (v->root)
 		mmu_put_root(mmu, v->root);
 	v->root = NULL;
@@ -319,6 +366,7 @@ int vmmu_mmu_vcpu_set_guest(struct vmmu_mmu_vcpu *v, const struct vmmu_paging_re
 /* What the fault path needs from the guest walk. */
 struct gwalk {
 	bool paging;
+	bool pae;                                /* levels 4 and 3 of the tables are passthrough pages */
 	int level;                               /* guest leaf level (paging off: root_level + 1) */
 	vmmu_gpa_t gpa;
 	unsigned int access;                     /* effective access */
@@ -342,7 +390,7 @@ static int guest_walk(struct vmmu_mmu_vcpu *v, vmmu_gva_t gva, uint64_t ec, stru
 	uint32_t acc = (uint32_t)(ec & (VMMU_PFERR_WRITE | VMMU_PFERR_USER | VMMU_PFERR_FETCH));
 	struct vmmu_walk_result w0, w;
 	unsigned int a = VMMU_ACC_ALL;
-	int r, top = mmu->root_level;
+	int r, top = sv && sv->ctx ? sv->levels : mmu->root_level;
 
 	if (!sv || !sv->ctx) {
 		g->paging = false;
@@ -368,6 +416,7 @@ static int guest_walk(struct vmmu_mmu_vcpu *v, vmmu_gva_t gva, uint64_t ec, stru
 		return -EFAULT;
 	}
 	g->paging = true;
+	g->pae = top == 3;
 	g->level = w.level;
 	g->gpa = w.gpa;
 	g->access = w.access;
@@ -376,7 +425,8 @@ static int guest_walk(struct vmmu_mmu_vcpu *v, vmmu_gva_t gva, uint64_t ec, stru
 
 		g->gpte[l - 1] = w.gpte[l - 1];
 		g->gpte_gpa[l - 1] = w.gpte_gpa[l - 1];
-		a &= gpte_access(w.gpte[l - 1], nxe);
+		if (top != 3 || l != 3) /* a PAE PDPTE has no permission bits */
+			a &= gpte_access(w.gpte[l - 1], nxe);
 		g->acc[l - 1] = a;
 		/* A/D the walk set: the table page was written */
 		if (w.gpte[l - 1] != w0.gpte[l - 1]) {
@@ -496,7 +546,7 @@ static int fetch(struct vmmu_mmu_vcpu *v, vmmu_gva_t gva, const struct gwalk *g,
 	if (ret)
 		return ret == -ENOMEM ? -EAGAIN : ret;
 	sp = v->root;
-	if (g->paging && sp->gfn != g->gpte_gpa[mmu->root_level - 1] >> VMMU_PAGE_SHIFT)
+	if (g->paging && !g->pae && sp->gfn != g->gpte_gpa[mmu->root_level - 1] >> VMMU_PAGE_SHIFT)
 		return VMMU_FAULT_RETRY; /* CR3 changed under the walk */
 	for (level = mmu->root_level; level > 1; level--) {
 		uint64_t *sptep = &mmu_page_spt(sp)[spte_index(gva, level)], spte;
@@ -505,10 +555,19 @@ static int fetch(struct vmmu_mmu_vcpu *v, vmmu_gva_t gva, const struct gwalk *g,
 		vmmu_gfn_t gfn;
 
 		flood_reset(sp);
-		if (g->paging && level >= g->level && !gpte_unchanged(mmu, g, level))
+		if (g->paging && level >= g->level && !(g->pae && level >= 3) && !gpte_unchanged(mmu, g, level))
 			return VMMU_FAULT_RETRY; /* the guest changed the entry after the walk read it */
 		role.level = level - 1;
-		if (level > g->level) {
+		if (g->pae && level == 4) {
+			/* PAE: the PDPTE registers' stand-in, same key as the root */
+			gfn = sp->gfn;
+		} else if (g->pae && level == 3) {
+			/* PAE: a PDPTE register points at a guest PD */
+			gfn = (g->gpte[2] & GPTE_ADDR) >> VMMU_PAGE_SHIFT;
+			role.access = VMMU_ACC_ALL;
+			role.direct = 0;
+			role.passthrough = 0;
+		} else if (level > g->level) {
 			/* a guest table: the entry at @level points at it */
 			gfn = (g->gpte[level - 1] & GPTE_ADDR) >> VMMU_PAGE_SHIFT;
 			role.access = g->acc[level - 1];
@@ -560,6 +619,8 @@ int shadow_page_fault(struct vmmu_mmu_vcpu *v, vmmu_gva_t gva, uint64_t ec, stru
 	struct gwalk g;
 	int ret;
 
+	if (to_sv(v) && to_sv(v)->levels == 3)
+		gva = (uint32_t)gva; /* PAE: 32-bit linear addresses */
 	pthread_rwlock_rdlock(&mmu->slots_lock);
 	for (int tries = 0;; tries++) {
 		ret = mmu_topup_caches(v, MMU_RMAP_CACHE_MIN);
@@ -602,6 +663,8 @@ int vmmu_mmu_invlpg(struct vmmu_mmu_vcpu *v, vmmu_gva_t gva)
 	mmu = v->mmu;
 	if (!mmu->shadow || !to_sv(v) || !to_sv(v)->ctx)
 		return 0;
+	if (to_sv(v)->levels == 3)
+		gva = (uint32_t)gva;
 	pthread_rwlock_rdlock(&mmu->slots_lock);
 	pthread_mutex_lock(&mmu->lock);
 	if (v->root && !v->root->role.invalid) {

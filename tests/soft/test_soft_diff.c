@@ -8,7 +8,7 @@
  *     bypass trick),
  *   - the walker alone over plain memory (no TLB, no MMU): the reference.
  *
- * Each run builds a random 4-level guest table with the page-table builder in
+ * Each run builds a random 4-level or PAE guest table with the page-table builder in
  * a scratch memory and changes it op by op (4 KiB and 2 MiB maps with random
  * protections, preset A/D and sometimes a reserved bit, unmaps, protects).
  * Every entry an op changes is written into the three guests as the guest
@@ -35,6 +35,7 @@
 #define DATA0    0x400000ULL
 #define MMIO_GPA 0x10000000ULL
 #define TBASE    0x7f8000000000ULL      /* identity map of the table region (supervisor RW) */
+#define TBASE_PAE 0xc0000000ULL
 #define NPROBES  64
 #define RUNS     40
 #define OPS      150
@@ -47,6 +48,10 @@ struct machine {
 
 struct diff {
 	uint64_t seed;
+	bool pae;
+	vmmu_gva_t tbase;
+	struct vmmu_sregs sr;
+	struct vmmu_paging_regs pr;
 	struct machine t, s;
 	struct vmmu_guestmem mw, mb;       /* the walker's memory, the builder's scratch memory */
 	struct vmmu_memslots *slots_w, *slots_b;
@@ -68,13 +73,14 @@ static int alloc_table(void *opaque, vmmu_gpa_t *gpa)
 	return 0;
 }
 
-static uint64_t probe_gva(unsigned int p)
+static uint64_t probe_gva(const struct diff *d, unsigned int p)
 {
-	static const uint64_t base[8] = {
-		0x0, 0x4a00000, 0x9400000, 0x20000000, 0x3fe00000, 0x40000000, 0x7fc0000000, 0x8000000000,
+	static const uint64_t base[2][8] = {
+		{ 0x0, 0x4a00000, 0x9400000, 0x20000000, 0x3fe00000, 0x40000000, 0x7fc0000000, 0x8000000000 },
+		{ 0x0, 0x4a00000, 0x9400000, 0x20000000, 0x3fe00000, 0x40000000, 0x7fc00000, 0x80000000 },
 	};
 
-	return base[p / 8] + (p % 8) * 0x3000;
+	return base[d->pae][p / 8] + (p % 8) * 0x3000;
 }
 
 static inline uint64_t *at(uint8_t *mem, vmmu_gpa_t gpa) { return (uint64_t *)(mem + gpa); }
@@ -96,7 +102,7 @@ static void machine_init(struct machine *m, const struct vmmu_mmu_options *mo, c
 /* Write one guest table entry in all three guests, through the identity map, as a supervisor store. */
 static void store_entry(struct diff *d, vmmu_gpa_t gpa, uint64_t val)
 {
-	vmmu_gva_t gva = TBASE + (gpa - TB0);
+	vmmu_gva_t gva = d->tbase + (gpa - TB0);
 	struct vmmu_walk_result w;
 	uint64_t v = val;
 
@@ -113,6 +119,8 @@ static void store_entry(struct diff *d, vmmu_gpa_t gpa, uint64_t val)
 static void sync_tables(struct diff *d)
 {
 	uint8_t *now = (uint8_t *)d->mb.hva;
+	vmmu_gpa_t pdpt = vmmu_ptbuild_root(d->b);
+	bool reload = false;
 
 	for (vmmu_gpa_t pg = TB0; pg < TB1; pg += 4096) {
 		if (!memcmp(now + pg, d->snap + (pg - TB0), 4096))
@@ -123,12 +131,20 @@ static void sync_tables(struct diff *d)
 			if (nv != *old) {
 				store_entry(d, pg + i * 8, nv);
 				*old = nv;
+				reload |= d->pae && pg + i * 8 >= pdpt && pg + i * 8 < pdpt + 32;
 			}
 		}
 	}
+	if (reload) {
+		/* PAE: a PDPTE changed: MOV CR3 loads the PDPTE registers again */
+		vmmu_paging_destroy(d->ctx_w);
+		assert_int_equal(vmmu_paging_create(&d->ctx_w, d->slots_w, &d->pr), 0);
+		assert_int_equal(vmmu_vcpu_set_sregs(d->t.env.vcpu[0], &d->sr), 0);
+		assert_int_equal(vmmu_vcpu_set_sregs(d->s.env.vcpu[0], &d->sr), 0);
+	}
 	for (unsigned int p = 0; p < NPROBES; p++) {
-		assert_int_equal(vmmu_soft_invlpg(d->t.env.vcpu[0], probe_gva(p)), 0);
-		assert_int_equal(vmmu_soft_invlpg(d->s.env.vcpu[0], probe_gva(p)), 0);
+		assert_int_equal(vmmu_soft_invlpg(d->t.env.vcpu[0], probe_gva(d, p)), 0);
+		assert_int_equal(vmmu_soft_invlpg(d->s.env.vcpu[0], probe_gva(d, p)), 0);
 	}
 }
 
@@ -158,7 +174,7 @@ static uint64_t random_extra(uint64_t *rs)
 static bool random_op(struct diff *d, uint64_t *rs)
 {
 	unsigned int p = (unsigned int)(test_rand64(rs) % NPROBES);
-	vmmu_gva_t gva = probe_gva(p), gva2m = gva & ~0x1fffffULL;
+	vmmu_gva_t gva = probe_gva(d, p), gva2m = gva & ~0x1fffffULL;
 	uint64_t r = test_rand64(rs) % 16;
 	vmmu_gpa_t gpa;
 	int ret;
@@ -202,7 +218,7 @@ static void random_access(struct diff *d, uint64_t *rs)
 {
 	unsigned int p = (unsigned int)(test_rand64(rs) % NPROBES), kind = (unsigned int)(test_rand64(rs) % 3);
 	unsigned int cpl = (test_rand64(rs) & 1) ? 3 : 0;
-	vmmu_gva_t gva = probe_gva(p) + (test_rand64(rs) % 512) * 8;
+	vmmu_gva_t gva = probe_gva(d, p) + (test_rand64(rs) % 512) * 8;
 	uint32_t acc = (kind == VMMU_SOFT_WRITE ? VMMU_WALK_WRITE : 0) | (kind == VMMU_SOFT_FETCH ? VMMU_WALK_FETCH : 0) |
 		       (cpl == 3 ? VMMU_WALK_USER : 0);
 	uint64_t val = test_rand64(rs), vw = val, vt = val, vs = val;
@@ -244,7 +260,7 @@ static void random_access(struct diff *d, uint64_t *rs)
 		fail_at(d, "data", gva, kind, cpl, ow, ot, os, vw, vt, vs);
 	/* guest A/D: every entry the walk read, in all three memories */
 	for (unsigned int i = 0; i < w.levels; i++) {
-		vmmu_gpa_t g = w.gpte_gpa[3 - i];
+		vmmu_gpa_t g = w.gpte_gpa[(d->pae ? 2 : 3) - i];
 		uint64_t ew = *at(d->mw.hva, g), et = *at(d->t.mem, g), es = *at(d->s.mem, g);
 
 		if (et != ew || es != ew)
@@ -279,19 +295,21 @@ static void full_compare(struct diff *d)
 	assert_int_equal(vmmu_mmu_audit(d->s.env.mmu), 0);
 }
 
-static void run_one(uint64_t seed, uint64_t totals[5])
+static void run_one(uint64_t seed, bool pae, uint64_t totals[5])
 {
 	struct vmmu_mmu_options mo_t = { .size = sizeof(mo_t) };
 	struct vmmu_mmu_options mo_s = { .size = sizeof(mo_s), .mode = VMMU_PAGING_4LEVEL, .flags = VMMU_MMU_F_SHADOW };
-	struct vmmu_ptbuild_config cfg = { .mode = VMMU_PAGING_4LEVEL, .maxphyaddr = 48, .alloc = alloc_table };
-	struct vmmu_paging_regs pr = { .maxphyaddr = 48 };
-	struct vmmu_sregs sr = { 0 };
+	struct vmmu_ptbuild_config cfg = { .mode = pae ? VMMU_PAGING_PAE : VMMU_PAGING_4LEVEL, .maxphyaddr = 48,
+					   .alloc = alloc_table };
 	uint64_t rs = seed * 0x9e3779b97f4a7c15ULL + 1, cfgbits = test_rand64(&rs), rflags = 2;
 	struct diff *d = calloc(1, sizeof(*d));
 	uint8_t *image;
 
 	assert_non_null(d);
 	d->seed = seed;
+	d->pae = pae;
+	d->tbase = pae ? TBASE_PAE : TBASE;
+	d->pr.maxphyaddr = 48;
 	d->next_table = TB0;
 	cfg.opaque = d;
 	if (seed & 1)
@@ -303,7 +321,7 @@ static void run_one(uint64_t seed, uint64_t totals[5])
 	assert_int_equal(vmmu_memslots_create(&d->slots_w), 0);
 	assert_int_equal(vmmu_memslots_add(d->slots_w, 0, 0, MEM, d->mw.hva, 0), 0);
 	assert_int_equal(vmmu_ptbuild_create(&d->b, d->slots_b, &cfg), 0);
-	assert_int_equal(vmmu_ptbuild_map(d->b, TBASE, TB0, TB1 - TB0, VMMU_PT_SIZE_4K, VMMU_PT_WRITE), 0);
+	assert_int_equal(vmmu_ptbuild_map(d->b, d->tbase, TB0, TB1 - TB0, VMMU_PT_SIZE_4K, VMMU_PT_WRITE), 0);
 	/* the initial image: tables as built, random data */
 	image = d->mb.hva;
 	for (uint64_t a = DATA0; a < MEM; a += 8)
@@ -312,20 +330,20 @@ static void run_one(uint64_t seed, uint64_t totals[5])
 	assert_non_null(d->snap);
 	memcpy(d->snap, image + TB0, TB1 - TB0);
 	memcpy(d->mw.hva, image, MEM);
-	sr.cr0 = VMMU_CR0_PG | 1 | ((cfgbits & 1) ? VMMU_CR0_WP : 0);
-	sr.cr4 = VMMU_CR4_PAE | ((cfgbits & 2) ? VMMU_CR4_SMEP : 0) | ((cfgbits & 4) ? VMMU_CR4_SMAP : 0);
-	sr.efer = VMMU_EFER_LME | VMMU_EFER_LMA | ((cfgbits & 8) ? VMMU_EFER_NXE : 0);
-	sr.cr3 = vmmu_ptbuild_root(d->b);
+	d->sr.cr0 = VMMU_CR0_PG | 1 | ((cfgbits & 1) ? VMMU_CR0_WP : 0);
+	d->sr.cr4 = VMMU_CR4_PAE | ((cfgbits & 2) ? VMMU_CR4_SMEP : 0) | ((cfgbits & 4) ? VMMU_CR4_SMAP : 0);
+	d->sr.efer = (pae ? 0 : VMMU_EFER_LME | VMMU_EFER_LMA) | ((cfgbits & 8) ? VMMU_EFER_NXE : 0);
+	d->sr.cr3 = vmmu_ptbuild_root(d->b);
 	if (cfgbits & 16)
 		rflags |= VMMU_RFLAGS_AC;
-	pr.cr0 = sr.cr0;
-	pr.cr3 = sr.cr3;
-	pr.cr4 = sr.cr4;
-	pr.efer = sr.efer;
-	pr.rflags = rflags;
-	assert_int_equal(vmmu_paging_create(&d->ctx_w, d->slots_w, &pr), 0);
-	machine_init(&d->t, &mo_t, &sr, rflags, image);
-	machine_init(&d->s, &mo_s, &sr, rflags, image);
+	d->pr.cr0 = d->sr.cr0;
+	d->pr.cr3 = d->sr.cr3;
+	d->pr.cr4 = d->sr.cr4;
+	d->pr.efer = d->sr.efer;
+	d->pr.rflags = rflags;
+	assert_int_equal(vmmu_paging_create(&d->ctx_w, d->slots_w, &d->pr), 0);
+	machine_init(&d->t, &mo_t, &d->sr, rflags, image);
+	machine_init(&d->s, &mo_s, &d->sr, rflags, image);
 	if (seed % 4 >= 2) {
 		assert_int_equal(vmmu_vm_memslot_set_flags(d->t.env.vm, 0, VMMU_MEMSLOT_LOG_DIRTY), 0);
 		assert_int_equal(vmmu_vm_memslot_set_flags(d->s.env.vm, 0, VMMU_MEMSLOT_LOG_DIRTY), 0);
@@ -370,10 +388,12 @@ static void test_tdp_shadow_walker_agree(void **state)
 
 	(void)state;
 	for (uint64_t seed = 1; seed <= RUNS; seed++)
-		run_one(seed, totals);
-	printf("diff: %llu accesses (%llu #PF, %llu ok, %llu MMIO), %llu guest table stores, %d runs\n",
+		run_one(seed, false, totals);
+	for (uint64_t seed = RUNS + 1; seed <= RUNS + RUNS / 2; seed++)
+		run_one(seed, true, totals);
+	printf("diff: %llu accesses (%llu #PF, %llu ok, %llu MMIO), %llu guest table stores, %d runs (a third PAE)\n",
 	       (unsigned long long)totals[0], (unsigned long long)totals[1], (unsigned long long)totals[2],
-	       (unsigned long long)totals[4], (unsigned long long)totals[3], RUNS);
+	       (unsigned long long)totals[4], (unsigned long long)totals[3], RUNS + RUNS / 2);
 	/* both kinds of outcome were exercised in volume */
 	assert_true(totals[1] > totals[0] / 10);
 	assert_true(totals[2] > totals[0] / 10);

@@ -536,6 +536,62 @@ static void test_threads(void **state)
 	env_destroy(&e);
 }
 
+/*
+ * PAE: the PDPTE registers are loaded by the CR3 load. A PDPTE changed in
+ * memory changes nothing (INVLPG included) until CR3 is loaded again; then
+ * the new PD is used, and the shadow root (same CR3) is reused with its
+ * PDPTE-level entry dropped. Same behaviour in TDP mode.
+ */
+static void test_pae_pdpte_registers(void **state)
+{
+	const uint64_t PDPT_PAE = 0x109020, PD_A = 0x10a000, PT_A = 0x10b000, PD_B = 0x10c000, PT_B = 0x10d000;
+	struct vmmu_mmu_options tdp = { .size = sizeof(tdp) };
+	uint64_t r = 0, created = 0;
+
+	(void)state;
+	for (int mode = 0; mode < 2; mode++) {
+		struct soft_env e;
+		struct vmmu_sregs s;
+
+		if (mode)
+			env_create(&e, VMMU_DIRTY_GET_CLEAR, 0, 0, MEM, 0, 1, &tdp);
+		else
+			shadow_env(&e, VMMU_MMU_F_SHADOW_BYPASS, 1);
+		*gpa_ptr(&e, PDPT_PAE) = PD_A | PTE_P;
+		*gpa_ptr(&e, PD_A + 2 * 8) = PT_A | TBL;
+		*gpa_ptr(&e, PT_A) = 0x200000 | PTE_P | PTE_W | PTE_U;
+		*gpa_ptr(&e, PD_B + 2 * 8) = PT_B | TBL;
+		*gpa_ptr(&e, PT_B) = 0x300000 | PTE_P | PTE_W | PTE_U;
+		*gpa_ptr(&e, 0x200000) = 0xaaaa;
+		*gpa_ptr(&e, 0x300000) = 0xbbbb;
+		assert_int_equal(vmmu_vcpu_get_sregs(e.vcpu[0], &s), 0);
+		s.cr0 = VMMU_CR0_PG | VMMU_CR0_WP | 1;
+		s.cr4 = VMMU_CR4_PAE;
+		s.efer = VMMU_EFER_NXE;
+		s.cr3 = PDPT_PAE;
+		assert_int_equal(vmmu_vcpu_set_sregs(e.vcpu[0], &s), 0);
+		/* 32-bit linear addresses: bit 32 and above are dropped */
+		assert_int_equal(acc(&e, 0, (1ULL << 32) + GVA, VMMU_SOFT_READ, 3, &r, NULL), VMMU_SOFT_OK);
+		assert_int_equal(r, 0xaaaa);
+		*gpa_ptr(&e, PDPT_PAE) = PD_B | PTE_P;
+		assert_int_equal(vmmu_soft_invlpg(e.vcpu[0], GVA), 0);
+		assert_int_equal(acc(&e, 0, GVA, VMMU_SOFT_READ, 3, &r, NULL), VMMU_SOFT_OK);
+		assert_int_equal(r, 0xaaaa);
+		if (!mode)
+			created = env_stats(&e).pages_created;
+		assert_int_equal(vmmu_vcpu_set_sregs(e.vcpu[0], &s), 0);
+		assert_int_equal(vmmu_soft_invlpg(e.vcpu[0], GVA), 0);
+		assert_int_equal(acc(&e, 0, GVA, VMMU_SOFT_READ, 3, &r, NULL), VMMU_SOFT_OK);
+		assert_int_equal(r, 0xbbbb);
+		if (!mode) /* the root and its PDPTE page were reused: only PD_B and PT_B shadows are new */
+			assert_int_equal(env_stats(&e).pages_created, created + 2);
+		/* a not-present PDPTE: #PF from the walker, exact code */
+		assert_int_equal(acc(&e, 0, 0x40000000, VMMU_SOFT_WRITE, 3, &r, NULL), VMMU_SOFT_PAGE_FAULT);
+		assert_int_equal(vmmu_mmu_audit(e.mmu), 0);
+		env_destroy(&e);
+	}
+}
+
 static void test_options(void **state)
 {
 	struct vmmu_mmu_options mo = { .size = sizeof(mo), .mode = VMMU_PAGING_EPT4, .flags = VMMU_MMU_F_SHADOW };
@@ -556,12 +612,11 @@ static void test_options(void **state)
 	assert_int_equal(vmmu_soft_vm_create(&vm, &o, &mo), -EINVAL);
 	log_capture_stop();
 	assert_int_equal(c.lines, 3);
-	/* a PAE guest cannot be shadowed by 4-level tables */
+	/* 32-bit paging is not shadowed */
 	shadow_env(&e, 0, 1);
 	assert_int_equal(vmmu_vcpu_get_sregs(e.vcpu[0], &s), 0);
-	*gpa_ptr(&e, PML4) = PDPT | PTE_P;
 	s.cr0 = VMMU_CR0_PG | 1;
-	s.cr4 = VMMU_CR4_PAE;
+	s.cr4 = 0;
 	s.cr3 = PML4;
 	log_capture_start(&c);
 	assert_int_equal(vmmu_vcpu_set_sregs(e.vcpu[0], &s), -EOPNOTSUPP);
@@ -585,6 +640,7 @@ int main(void)
 		cmocka_unit_test(test_bypass_saves_exits),
 		cmocka_unit_test(test_race_2014_flush_before_unlock),
 		cmocka_unit_test(test_threads),
+		cmocka_unit_test(test_pae_pdpte_registers),
 		cmocka_unit_test(test_options),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
