@@ -40,11 +40,12 @@
  *
  * Guest modes: 4-level and 5-level (the MMU's level count), PAE on 4-level
  * tables, and paging off (an identity map through direct pages). A PAE guest's
- * root is a passthrough page (role.passthrough, keyed by CR3 >> 5) whose
- * entry 0 points at a second passthrough page standing for the four PDPTE
- * registers: those are loaded at the CR3 load (as MOV CR3 does), not write
- * tracked, and rechecked whenever the root is loaded. 32-bit guests are
- * refused.
+ * root is a passthrough page (role.passthrough) whose entry 0 points at a
+ * second passthrough page standing for the four PDPTE registers; those are
+ * loaded at the CR3 load (as MOV CR3 does) and not write tracked, so the root
+ * is keyed by CR3 and the register values together: vCPUs share it only while
+ * their registers agree (the entries are also rechecked whenever the root is
+ * loaded). 32-bit guests are refused.
  */
 
 #include <errno.h>
@@ -249,9 +250,13 @@ static union mmu_role root_role(struct vmmu_mmu_vcpu *v, vmmu_gfn_t *gfn)
 	r.smap_andnot_wp = (sv->regs.cr4 & VMMU_CR4_SMAP) && !r.cr0_wp;
 	*gfn = (sv->regs.cr3 & GPTE_ADDR) >> VMMU_PAGE_SHIFT;
 	if (sv->levels == 3) {
+		uint64_t key = (sv->regs.cr3 & 0xffffffe0u) >> 5;
+
 		r.direct = 1;
 		r.passthrough = 1;
-		*gfn = (sv->regs.cr3 & 0xffffffe0u) >> 5;
+		for (int i = 0; i < 4; i++)
+			key = (key ^ sv->regs.pdptrs[i]) * 0x9e3779b97f4a7c15ULL;
+		*gfn = key;
 	}
 	return r;
 }
