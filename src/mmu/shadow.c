@@ -617,6 +617,20 @@ static int fetch(struct vmmu_mmu_vcpu *v, vmmu_gva_t gva, const struct gwalk *g,
 	return map_leaf(v, sp, &mmu_page_spt(sp)[spte_index(gva, 1)], g, ec, res);
 }
 
+/* Ring mode: a write that would log @gpa while the vCPU's ring is soft-full waits for a harvest. */
+static bool ring_full(struct vmmu_mmu_vcpu *v, vmmu_gpa_t gpa)
+{
+	struct mmu_slot *s;
+	bool full;
+
+	if (!v->ring || !(s = mmu_slot_of(v->mmu, gpa >> VMMU_PAGE_SHIFT)) || !(s->flags & VMMU_MEMSLOT_LOG_DIRTY))
+		return false;
+	pthread_mutex_lock(&v->ring_lock);
+	full = vmmu_dirty_ring_soft_full(v->ring);
+	pthread_mutex_unlock(&v->ring_lock);
+	return full;
+}
+
 int shadow_page_fault(struct vmmu_mmu_vcpu *v, vmmu_gva_t gva, uint64_t ec, struct vmmu_fault_result *res)
 {
 	struct vmmu_mmu *mmu = v->mmu;
@@ -634,6 +648,10 @@ int shadow_page_fault(struct vmmu_mmu_vcpu *v, vmmu_gva_t gva, uint64_t ec, stru
 		ret = guest_walk(v, gva, ec, &g, &r);
 		if (ret != VMMU_FAULT_FIXED)
 			break;
+		if ((ec & VMMU_PFERR_WRITE) && ring_full(v, g.gpa)) {
+			ret = VMMU_FAULT_RING_FULL;
+			break;
+		}
 		pthread_mutex_lock(&mmu->lock);
 		ret = fetch(v, gva, &g, ec, &r);
 		pthread_mutex_unlock(&mmu->lock);

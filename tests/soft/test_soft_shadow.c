@@ -592,6 +592,45 @@ static void test_pae_pdpte_registers(void **state)
 	}
 }
 
+/* Ring mode: a shadow fault that would log into a soft-full ring says so; after a harvest and reset it goes on. */
+static void test_dirty_ring_full(void **state)
+{
+	struct vmmu_mmu_options mo = { .size = sizeof(mo), .mode = VMMU_PAGING_4LEVEL, .flags = VMMU_MMU_F_SHADOW };
+	struct vmmu_vm_options o = { .size = sizeof(o), .dirty_mode = VMMU_DIRTY_RING, .ring_entries = 256 };
+	struct vmmu_guestmem mem;
+	struct vmmu_vcpu *vcpu;
+	struct vmmu_vm *vm;
+	int full = -1, n;
+
+	(void)state;
+	assert_int_equal(vmmu_soft_vm_create(&vm, &o, &mo), 0);
+	assert_int_equal(vmmu_guestmem_init(&mem, MEM, 0), 0);
+	assert_int_equal(vmmu_vm_memslot_add(vm, 0, 0, MEM, mem.hva, VMMU_MEMSLOT_LOG_DIRTY), 0);
+	assert_int_equal(vmmu_vcpu_create(vm, 0, &vcpu), 0);
+	for (int i = 0; i < 300 && full < 0; i++) {
+		uint64_t v = i;
+		int r = vmmu_soft_access(vcpu, 0x200000 + i * 4096, 8, VMMU_SOFT_WRITE, 0, &v, NULL);
+
+		if (r == VMMU_SOFT_DIRTY_RING_FULL)
+			full = i;
+		else
+			assert_int_equal(r, VMMU_SOFT_OK);
+	}
+	assert_int_equal(full, 256 - 64); /* KVM's soft limit: 64 below the size */
+	n = vmmu_vcpu_dirty_harvest(vcpu);
+	assert_int_equal(n, full);
+	assert_int_equal(vmmu_vm_dirty_reset(vm), full);
+	{
+		uint64_t v = 1;
+
+		assert_int_equal(vmmu_soft_access(vcpu, 0x200000 + full * 4096, 8, VMMU_SOFT_WRITE, 0, &v, NULL),
+				 VMMU_SOFT_OK);
+	}
+	assert_int_equal(vmmu_mmu_audit(vmmu_soft_mmu(vm)), 0);
+	vmmu_vm_destroy(vm);
+	vmmu_guestmem_finish(&mem);
+}
+
 static void test_options(void **state)
 {
 	struct vmmu_mmu_options mo = { .size = sizeof(mo), .mode = VMMU_PAGING_EPT4, .flags = VMMU_MMU_F_SHADOW };
@@ -641,6 +680,7 @@ int main(void)
 		cmocka_unit_test(test_race_2014_flush_before_unlock),
 		cmocka_unit_test(test_threads),
 		cmocka_unit_test(test_pae_pdpte_registers),
+		cmocka_unit_test(test_dirty_ring_full),
 		cmocka_unit_test(test_options),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
