@@ -197,6 +197,11 @@ struct vmmu_fault_result {
  * Tops up the vCPU's caches first (outside the MMU lock). On -ENOMEM nothing
  * changed anywhere.
  *
+ * Shadow paging (VMMU_MMU_F_SHADOW): @gpa is the faulting GVA and
+ * @error_code the hardware #PF error code (P, W, U, RSVD, I); outcomes add
+ * INJECT_PF (the guest's own fault, res->error_code from the walker) and
+ * EMULATE_WRITE (res->gpa); EMULATE_MMIO gives the GPA in res->gpa.
+ *
  * Return: a vmmu_fault_outcome; -EINVAL (NULL @vcpu, @gpa past MAXPHYADDR);
  * -ENOMEM; -EFAULT (a misconfiguration that is not an MMIO SPTE: an MMU bug, logged).
  */

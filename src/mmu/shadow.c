@@ -399,6 +399,7 @@ static int guest_walk(struct vmmu_mmu_vcpu *v, vmmu_gva_t gva, uint64_t ec, stru
 
 	if (!sv || !sv->ctx) {
 		g->paging = false;
+		g->pae = false;
 		g->level = top + 1;
 		g->gpa = gva;
 		g->access = VMMU_ACC_ALL;
@@ -599,7 +600,8 @@ static int fetch(struct vmmu_mmu_vcpu *v, vmmu_gva_t gva, const struct gwalk *g,
 				sp = child;
 				continue;
 			}
-			mmu_zap_spte(mmu, sptep); /* cannot happen while the guest tables are tracked */
+			/* another child now: a guest huge page became dirty, or the PDPTE registers changed */
+			mmu_zap_spte(mmu, sptep);
 		}
 		child = get_page(v, gfn, role);
 		if (!child)
