@@ -69,7 +69,8 @@ static int alloc_page(void *opaque, vmmu_gpa_t *gpa)
 /* Guest memory with 4-level tables: GVA0 + i*4K -> DATA + i*4K (user RW, A/D clear); tables mapped at GVA_TBL. */
 static void guest_build(struct guest *g, uint64_t npages)
 {
-	struct vmmu_ptbuild_config cfg = { .mode = VMMU_PAGING_4LEVEL, .maxphyaddr = 48, .alloc = alloc_page, .opaque = g };
+	struct vmmu_ptbuild_config cfg = { .mode = VMMU_PAGING_4LEVEL, .maxphyaddr = 48, .alloc = alloc_page,
+					   .opaque = g };
 	struct vmmu_memslots *slots;
 	struct vmmu_ptbuild *b;
 
@@ -228,7 +229,7 @@ static void bench_pte_write(struct guest *g, int rounds)
 		for (uint64_t i = 0; i < n; i++) {
 			uint64_t v = i;
 
-			if (vmmu_soft_access(sh.vcpu, GVA0 + (i & 511) * 8, 8, VMMU_SOFT_WRITE, 3, &v, NULL) != VMMU_SOFT_OK)
+			if (vmmu_soft_access(sh.vcpu, GVA0 + (i & 511) * 8, 8, VMMU_SOFT_WRITE, 3, &v, NULL))
 				exit(1);
 		}
 		base = MIN(base, (now_ns() - t) / n);
@@ -262,7 +263,8 @@ static void bench_guest_pf(struct guest *g, int rounds)
 	uint64_t n = MIN(g->npages, 4096);
 
 	for (int k = 0; k < 2; k++) {
-		machine_create(&m[k], g, VMMU_PAGING_4LEVEL, VMMU_MMU_F_SHADOW | (k ? VMMU_MMU_F_SHADOW_BYPASS : 0));
+		machine_create(&m[k], g, VMMU_PAGING_4LEVEL,
+			       VMMU_MMU_F_SHADOW | (k ? VMMU_MMU_F_SHADOW_BYPASS : 0));
 		touch_all(&m[k], g);
 	}
 	for (int r = 0; r < rounds; r++)
@@ -273,8 +275,10 @@ static void bench_guest_pf(struct guest *g, int rounds)
 			for (uint64_t i = 0; i < n; i++) {
 				uint64_t v;
 
-				if (vmmu_soft_access(m[k].vcpu, GVA0 - 4096 - (i % 512) * 4096, 8, VMMU_SOFT_READ, 3, &v,
-						     NULL) != VMMU_SOFT_PAGE_FAULT)
+				vmmu_gva_t gva = GVA0 - 4096 - (i % 512) * 4096;
+
+				if (vmmu_soft_access(m[k].vcpu, gva, 8, VMMU_SOFT_READ, 3, &v, NULL) !=
+				    VMMU_SOFT_PAGE_FAULT)
 					exit(1);
 			}
 			t[k] = MIN(t[k], (now_ns() - a) / n);

@@ -213,7 +213,8 @@ static enum hw_exit hw_walk_shadow(struct soft_vcpu *sc, uint64_t *root, vmmu_gv
 	const struct vmmu_spte_format *fmt = &sc->mv->mmu->fmt;
 	bool user = cpl == 3, fetch = kind == VMMU_SOFT_FETCH, write = kind == VMMU_SOFT_WRITE;
 	uint64_t *table = root, *path[VMMU_WALK_MAX_LEVELS], spte = 0;
-	uint64_t ec = (write ? VMMU_PFERR_WRITE : 0) | (user ? VMMU_PFERR_USER : 0) | (fetch ? VMMU_PFERR_FETCH : 0);
+	uint64_t ec = (write ? VMMU_PFERR_WRITE : 0) | (user ? VMMU_PFERR_USER : 0) |
+		      (fetch ? VMMU_PFERR_FETCH : 0);
 	bool w = true, u = true, nx = false;
 	int level, levels = sc->mv->mmu->root_level;
 

@@ -169,7 +169,7 @@ enum vmmu_fault_outcome {
 	VMMU_FAULT_EMULATE_MMIO = 3, /**< no writable memory there: emulate the access at res->gpa */
 	VMMU_FAULT_INJECT_PF = 4,    /**< shadow paging: deliver a #PF (res->error_code) to the guest */
 	VMMU_FAULT_RING_FULL = 5,    /**< the vCPU's dirty ring is soft-full: harvest and reset, then retry */
-	VMMU_FAULT_EMULATE_WRITE = 6, /**< shadow paging: a write to a shadowed guest table at res->gpa: do it with vmmu_mmu_write_gpa() */
+	VMMU_FAULT_EMULATE_WRITE = 6, /**< shadow: a write to a shadowed guest table (res->gpa): vmmu_mmu_write_gpa() */
 	VMMU_FAULT_NR_OUTCOMES
 };
 

@@ -84,7 +84,8 @@ static void audit_page(struct audit *a, struct mmu_page *sp)
 		uint64_t spte = spte_get(&spt[i]);
 
 		if (!(spte & VMMU_SPTE_MMU_PRESENT)) {
-			if ((spte & fmt->hw_present) && !vmmu_spte_is_mmio(fmt, spte) && !shadow_spte_is_trap(a->mmu, spte))
+			if ((spte & fmt->hw_present) && !vmmu_spte_is_mmio(fmt, spte) &&
+			    !shadow_spte_is_trap(a->mmu, spte))
 				PROBLEM(a, "entry %u of a level-%d table is visible to hardware but not MMU-present", i,
 					sp->role.level);
 			continue;

@@ -965,7 +965,8 @@ bool mmu_wrprot_gfn_for_shadowing(struct vmmu_mmu *mmu, struct mmu_slot *slot, v
 			uint64_t old = spte_and(sptep, ~(VMMU_SPTE_WRITABLE | mmu->fmt.mmu_writable));
 
 			changed |= (old & (VMMU_SPTE_WRITABLE | mmu->fmt.mmu_writable)) != 0;
-			flush |= (old & (mmu_debug_wrprot_flush_on_w ? VMMU_SPTE_WRITABLE : mmu->fmt.mmu_writable)) != 0;
+			flush |= (old & (mmu_debug_wrprot_flush_on_w ? VMMU_SPTE_WRITABLE : mmu->fmt.mmu_writable)) !=
+				 0;
 		}
 	}
 	if (flush) {

@@ -102,7 +102,7 @@ void shadow_init(struct vmmu_mmu *mmu)
 {
 	mmu->shadow = mmu->opts.flags & VMMU_MMU_F_SHADOW;
 	mmu->nonpresent = VMMU_SPTE_NONPRESENT;
-	/* P, NX and PA bits 50..MAXPHYADDR: reserved at every level, never MMU-present, not an MMIO SPTE (bit 51) */
+	/* P, NX, PA bits 50..MAXPHYADDR: reserved at every level, never MMU-present, not MMIO (bit 51 clear) */
 	if (mmu->opts.flags & VMMU_MMU_F_SHADOW_BYPASS)
 		mmu->nonpresent = VMMU_SPTE_NONPRESENT | VMMU_SPTE_LEGACY_P |
 				  (((1ULL << 51) - 1) & ~((1ULL << mmu->opts.maxphyaddr) - 1));
@@ -273,7 +273,8 @@ static void pae_recheck(struct vmmu_mmu *mmu, const struct shadow_vcpu *sv, stru
 		uint64_t spte = spte_get(&pdpt[i]), pdpte = sv->regs.pdptrs[i];
 
 		if ((spte & VMMU_SPTE_MMU_PRESENT) &&
-		    (!(pdpte & GPTE_P) || mmu_page_of(spte_to_child(spte))->gfn != (pdpte & GPTE_ADDR) >> VMMU_PAGE_SHIFT))
+		    (!(pdpte & GPTE_P) ||
+		     mmu_page_of(spte_to_child(spte))->gfn != (pdpte & GPTE_ADDR) >> VMMU_PAGE_SHIFT))
 			mmu_zap_spte(mmu, &pdpt[i]);
 	}
 }
@@ -328,14 +329,14 @@ int vmmu_mmu_vcpu_set_guest(struct vmmu_mmu_vcpu *v, const struct vmmu_paging_re
 		mode = vmmu_paging_get_mode(ctx);
 		if ((mode != want && (mode != VMMU_PAGING_PAE || mmu->root_level != 4)) ||
 		    (mode != VMMU_PAGING_PAE && (regs->cr4 & VMMU_CR4_PKE))) {
-			log_err("mmu: vcpu_set_guest: this MMU shadows %d-level guests without protection keys%s only",
+			log_err("mmu: vcpu_set_guest: this MMU shadows %d-level guests without protection keys%s",
 				mmu->root_level, mmu->root_level == 4 ? " and PAE guests" : "");
 			vmmu_paging_destroy(ctx);
 			return -EOPNOTSUPP;
 		}
 		levels = mode == VMMU_PAGING_PAE ? 3 : mmu->root_level;
 		if (levels == 3 && !(r.flags & VMMU_PAGING_F_PDPTRS)) {
-			/* the PDPTE registers, as the load just did (and the context keeps): the MMU needs them too */
+			/* the PDPTE registers the load just read (the context keeps them): the MMU needs them */
 			vmmu_paging_destroy(ctx);
 			ctx = NULL;
 			if (vmmu_memslots_read(mmu->slots, r.cr3 & 0xffffffe0u, r.pdptrs, sizeof(r.pdptrs)))
@@ -487,8 +488,8 @@ static unsigned int leaf_access(struct vmmu_mmu_vcpu *v, const struct gwalk *g, 
 }
 
 /* Install the 4 KiB leaf for the fault at *@sptep (page @sp). Under lock. */
-static int map_leaf(struct vmmu_mmu_vcpu *v, struct mmu_page *sp, uint64_t *sptep, const struct gwalk *g, uint64_t ec,
-		    struct vmmu_fault_result *res)
+static int map_leaf(struct vmmu_mmu_vcpu *v, struct mmu_page *sp, uint64_t *sptep, const struct gwalk *g,
+		    uint64_t ec, struct vmmu_fault_result *res)
 {
 	struct vmmu_mmu *mmu = v->mmu;
 	const struct vmmu_spte_format *fmt = &mmu->fmt;

@@ -185,7 +185,8 @@ static bool random_op(struct diff *d, uint64_t *rs)
 		gpa = k == 0 ? MMIO_GPA + (test_rand64(rs) % 16) * 4096 :
 		      k == 1 ? TB0 + (test_rand64(rs) % 512) * 4096 : /* a table page, read/written as data */
 		      DATA0 + (test_rand64(rs) % 1024) * 4096;
-		ret = vmmu_ptbuild_map_raw(d->b, gva, gpa, 4096, VMMU_PT_SIZE_4K, random_prot(rs), random_extra(rs));
+		ret = vmmu_ptbuild_map_raw(d->b, gva, gpa, 4096, VMMU_PT_SIZE_4K, random_prot(rs),
+					   random_extra(rs));
 	} else if (r < 9) {
 		gpa = DATA0 + (test_rand64(rs) % 2) * 0x200000;
 		ret = vmmu_ptbuild_map_raw(d->b, gva2m, gpa, 0x200000, VMMU_PT_SIZE_2M, random_prot(rs),
@@ -209,8 +210,8 @@ static void fail_at(struct diff *d, const char *what, vmmu_gva_t gva, unsigned i
 {
 	print_error("seed %llu access %llu: %s: gva 0x%llx kind %u cpl %u: outcome walker %d tdp %d shadow %d, "
 		    "value walker 0x%llx tdp 0x%llx shadow 0x%llx\n",
-		    (unsigned long long)d->seed, (unsigned long long)d->accesses, what, (unsigned long long)gva, kind,
-		    cpl, ow, ot, os, (unsigned long long)ew, (unsigned long long)et, (unsigned long long)es);
+		    (unsigned long long)d->seed, (unsigned long long)d->accesses, what, (unsigned long long)gva,
+		    kind, cpl, ow, ot, os, (unsigned long long)ew, (unsigned long long)et, (unsigned long long)es);
 	fail();
 }
 
@@ -219,8 +220,8 @@ static void random_access(struct diff *d, uint64_t *rs)
 	unsigned int p = (unsigned int)(test_rand64(rs) % NPROBES), kind = (unsigned int)(test_rand64(rs) % 3);
 	unsigned int cpl = (test_rand64(rs) & 1) ? 3 : 0;
 	vmmu_gva_t gva = probe_gva(d, p) + (test_rand64(rs) % 512) * 8;
-	uint32_t acc = (kind == VMMU_SOFT_WRITE ? VMMU_WALK_WRITE : 0) | (kind == VMMU_SOFT_FETCH ? VMMU_WALK_FETCH : 0) |
-		       (cpl == 3 ? VMMU_WALK_USER : 0);
+	uint32_t acc = (kind == VMMU_SOFT_WRITE ? VMMU_WALK_WRITE : 0) |
+		       (kind == VMMU_SOFT_FETCH ? VMMU_WALK_FETCH : 0) | (cpl == 3 ? VMMU_WALK_USER : 0);
 	uint64_t val = test_rand64(rs), vw = val, vt = val, vs = val;
 	struct vmmu_soft_result rt, rsh;
 	struct vmmu_walk_result w;
@@ -255,7 +256,8 @@ static void random_access(struct diff *d, uint64_t *rs)
 		fail_at(d, "outcome", gva, kind, cpl, ow, ot, os, w.error_code, rt.error_code, rsh.error_code);
 	if (ow == VMMU_SOFT_PAGE_FAULT &&
 	    (rt.error_code != w.error_code || rsh.error_code != w.error_code || rt.cr2 != gva || rsh.cr2 != gva))
-		fail_at(d, "#PF error code", gva, kind, cpl, ow, ot, os, w.error_code, rt.error_code, rsh.error_code);
+		fail_at(d, "#PF error code", gva, kind, cpl, ow, ot, os, w.error_code, rt.error_code,
+			rsh.error_code);
 	if (ow == VMMU_SOFT_OK && (vt != vw || vs != vw))
 		fail_at(d, "data", gva, kind, cpl, ow, ot, os, vw, vt, vs);
 	/* guest A/D: every entry the walk read, in all three memories */
@@ -298,7 +300,8 @@ static void full_compare(struct diff *d)
 static void run_one(uint64_t seed, bool pae, uint64_t totals[5])
 {
 	struct vmmu_mmu_options mo_t = { .size = sizeof(mo_t) };
-	struct vmmu_mmu_options mo_s = { .size = sizeof(mo_s), .mode = VMMU_PAGING_4LEVEL, .flags = VMMU_MMU_F_SHADOW };
+	struct vmmu_mmu_options mo_s = { .size = sizeof(mo_s), .mode = VMMU_PAGING_4LEVEL,
+					 .flags = VMMU_MMU_F_SHADOW };
 	struct vmmu_ptbuild_config cfg = { .mode = pae ? VMMU_PAGING_PAE : VMMU_PAGING_4LEVEL, .maxphyaddr = 48,
 					   .alloc = alloc_table };
 	uint64_t rs = seed * 0x9e3779b97f4a7c15ULL + 1, cfgbits = test_rand64(&rs), rflags = 2;
@@ -391,7 +394,8 @@ static void test_tdp_shadow_walker_agree(void **state)
 		run_one(seed, false, totals);
 	for (uint64_t seed = RUNS + 1; seed <= RUNS + RUNS / 2; seed++)
 		run_one(seed, true, totals);
-	printf("diff: %llu accesses (%llu #PF, %llu ok, %llu MMIO), %llu guest table stores, %d runs (a third PAE)\n",
+	printf("diff: %llu accesses (%llu #PF, %llu ok, %llu MMIO), %llu guest table stores, %d runs"
+	       " (a third PAE)\n",
 	       (unsigned long long)totals[0], (unsigned long long)totals[1], (unsigned long long)totals[2],
 	       (unsigned long long)totals[4], (unsigned long long)totals[3], RUNS + RUNS / 2);
 	/* both kinds of outcome were exercised in volume */

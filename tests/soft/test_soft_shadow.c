@@ -29,14 +29,16 @@
 #define PTE_PS (1ULL << 7)
 #define PTE_NX (1ULL << 63)
 #define TBL (PTE_P | PTE_W | PTE_U)
-/* gva 0x400000 + i * 4 KiB -> the PT's entry i; PT, PD, PDPT mapped at 0x40000000.. (supervisor, RW) through PD2/PT2 */
+/* gva 0x400000 + i * 4 KiB -> the PT's entry i; PT, PD, PDPT mapped at 0x40000000.. (supervisor RW, PD2/PT2) */
 #define GVA 0x400000ULL
 #define GVA_PT 0x40000000ULL
 #define GVA_PD 0x40001000ULL
 
 static void shadow_env(struct soft_env *e, uint32_t flags, unsigned int nr_vcpus)
 {
-	struct vmmu_mmu_options mo = { .size = sizeof(mo), .mode = VMMU_PAGING_4LEVEL, .flags = VMMU_MMU_F_SHADOW | flags };
+	struct vmmu_mmu_options mo = { .size = sizeof(mo), .mode = VMMU_PAGING_4LEVEL };
+
+	mo.flags = VMMU_MMU_F_SHADOW | flags;
 
 	env_create(e, VMMU_DIRTY_GET_CLEAR, 0, 0, MEM, 0, nr_vcpus, &mo);
 }
@@ -55,7 +57,7 @@ static void load_cr3(struct soft_env *e, unsigned int cpu, uint64_t cr3, uint64_
 	assert_int_equal(vmmu_vcpu_set_sregs(e->vcpu[cpu], &s), 0);
 }
 
-/* gva 0x400000.. -> gpa 0x200000.. (PT entries 0..7: user RW, entry 1 not present); PT and PD mapped at GVA_PT/GVA_PD */
+/* gva 0x400000.. -> gpa 0x200000.. (PT entries 0..7 user RW, entry 1 not present); tables at GVA_PT.. */
 static void build_tables(struct soft_env *e)
 {
 	*gpa_ptr(e, PML4) = PDPT | TBL;
@@ -221,10 +223,12 @@ static void test_misaligned_write_zaps(void **state)
 	assert_int_equal(acc(&e, 0, GVA_PT + 0x800, VMMU_SOFT_READ, 0, &r, NULL), VMMU_SOFT_OK);
 	assert_int_equal(vmmu_soft_access(e.vcpu[0], GVA_PT + 8, 1, VMMU_SOFT_WRITE, 0, &b, NULL), VMMU_SOFT_OK);
 	assert_int_equal(env_stats(&e).misaligned_zaps, 0);
-	assert_int_equal(vmmu_soft_access(e.vcpu[0], GVA_PT + 0x804, 8, VMMU_SOFT_WRITE, 0, &v, NULL), VMMU_SOFT_OK);
+	assert_int_equal(vmmu_soft_access(e.vcpu[0], GVA_PT + 0x804, 8, VMMU_SOFT_WRITE, 0, &v, NULL),
+			 VMMU_SOFT_OK);
 	assert_int_equal(env_stats(&e).misaligned_zaps, 1);
 	assert_int_equal(acc(&e, 0, GVA, VMMU_SOFT_READ, 3, &r, NULL), VMMU_SOFT_OK); /* shadow the PT again */
-	assert_int_equal(vmmu_soft_access(e.vcpu[0], GVA_PT + 0x810, 2, VMMU_SOFT_WRITE, 0, &h, NULL), VMMU_SOFT_OK);
+	assert_int_equal(vmmu_soft_access(e.vcpu[0], GVA_PT + 0x810, 2, VMMU_SOFT_WRITE, 0, &h, NULL),
+			 VMMU_SOFT_OK);
 	assert_int_equal(env_stats(&e).misaligned_zaps, 2);
 	/* the byte write made entry 1 present (low byte P|W|U, frame 0): it is mapped now */
 	assert_int_equal(acc(&e, 0, GVA + 0x1000, VMMU_SOFT_READ, 3, &r, NULL), VMMU_SOFT_OK);
@@ -287,7 +291,7 @@ static void test_cr3_and_invlpg(void **state)
 	env_destroy(&e);
 }
 
-/* CR0.WP = 0: a supervisor write to a read-only user page succeeds (kernel-only writable leaf); user reads still work. */
+/* CR0.WP = 0: a supervisor write to a read-only user page succeeds (kernel-only writable leaf); user reads work. */
 static void test_wp0_supervisor_write(void **state)
 {
 	struct soft_env e;
@@ -313,7 +317,7 @@ static void test_wp0_supervisor_write(void **state)
 	env_destroy(&e);
 }
 
-/* Bypass: guest-not-present faults on a shadowed table reach the guest without an exit, with the same error code. */
+/* Bypass: guest-not-present faults on a shadowed table reach the guest without an exit, same error code. */
 static void test_bypass_saves_exits(void **state)
 {
 	struct vmmu_soft_result res;
@@ -329,8 +333,9 @@ static void test_bypass_saves_exits(void **state)
 		exits[mode] = 0;
 		for (int i = 0; i < 10; i++) {
 			/* entry 1 not present; entries 8.. not present either */
-			assert_int_equal(acc(&e, 0, GVA + (i ? 0x8000 + i * 0x1000 : 0x1000), VMMU_SOFT_WRITE, 3, &r, &res),
-					 VMMU_SOFT_PAGE_FAULT);
+			uint64_t gva = GVA + (i ? 0x8000 + i * 0x1000 : 0x1000);
+
+			assert_int_equal(acc(&e, 0, gva, VMMU_SOFT_WRITE, 3, &r, &res), VMMU_SOFT_PAGE_FAULT);
 			exits[mode] += res.exits;
 		}
 		ec[mode] = res.error_code;
@@ -339,7 +344,8 @@ static void test_bypass_saves_exits(void **state)
 		assert_int_equal(acc(&e, 0, GVA + 0x3000, VMMU_SOFT_READ, 3, &r, &res), VMMU_SOFT_OK);
 		assert_int_equal(res.exits, 1);
 		/* a PD entry that is not present: notrap at level 2 */
-		assert_int_equal(acc(&e, 0, 0x40000000ULL - 0x1000, VMMU_SOFT_READ, 0, &r, &res), VMMU_SOFT_PAGE_FAULT);
+		assert_int_equal(acc(&e, 0, 0x40000000ULL - 0x1000, VMMU_SOFT_READ, 0, &r, &res),
+				 VMMU_SOFT_PAGE_FAULT);
 		assert_int_equal(res.error_code, 0);
 		assert_int_equal(res.exits, mode ? 0 : 1);
 		/* the guest maps entry 9 through a PT write: now it exits (trap) and works */
@@ -462,7 +468,9 @@ static void *mt_vcpu(void *arg)
 
 		switch ((x >> 8) % 8) {
 		case 0: /* remap entry i, or unmap it */
-			v = (x >> 16) % 5 ? (0x210000 + ((x >> 20) % MT_PAGES) * 0x1000) | PTE_P | PTE_W | PTE_U : 0;
+			v = (0x210000 + ((x >> 20) % MT_PAGES) * 0x1000) | PTE_P | PTE_W | PTE_U;
+			if ((x >> 16) % 5 == 0)
+				v = 0;
 			ret = acc(m->e, m->cpu, GVA_PT + i * 8, VMMU_SOFT_WRITE, 0, &v, NULL);
 			vmmu_soft_invlpg(m->e->vcpu[m->cpu], gva);
 			break;
@@ -473,7 +481,8 @@ static void *mt_vcpu(void *arg)
 			break;
 		default:
 			ret = acc(m->e, m->cpu, gva, VMMU_SOFT_READ, 3, &r, NULL);
-			if (ret == VMMU_SOFT_OK && (r < 0x210000 || r >= 0x210000 + MT_PAGES * 0x1000 || (r & 0xfff)))
+			if (ret == VMMU_SOFT_OK &&
+			    (r < 0x210000 || r >= 0x210000 + MT_PAGES * 0x1000 || (r & 0xfff)))
 				m->bad++;
 			break;
 		}
