@@ -676,6 +676,54 @@ static void test_options(void **state)
 	env_destroy(&e);
 }
 
+static void noflush(void *opaque) { (void)opaque; }
+
+/* The MMU's shadow calls on bad input: -errno and a log line, nothing changed. */
+static void test_bad_input(void **state)
+{
+	struct vmmu_mmu_options mo = { .size = sizeof(mo), .mode = VMMU_PAGING_4LEVEL, .flags = VMMU_MMU_F_SHADOW };
+	struct vmmu_mmu_callbacks cb = { .flush_tlbs = noflush };
+	struct vmmu_paging_regs pr = { .cr0 = VMMU_CR0_PG | 1, .cr3 = 0x1000, .cr4 = VMMU_CR4_PAE,
+				       .efer = VMMU_EFER_LME | VMMU_EFER_LMA, .maxphyaddr = 48 };
+	struct vmmu_guestmem mem;
+	struct vmmu_mmu_vcpu *v, *vt;
+	struct vmmu_mmu *mmu, *tdp;
+	struct log_capture c;
+	uint64_t x = 0;
+
+	(void)state;
+	assert_int_equal(vmmu_guestmem_init(&mem, MEM, 0), 0);
+	assert_int_equal(vmmu_mmu_create(&mmu, &mo, &cb), 0);
+	assert_int_equal(vmmu_mmu_memslot_set(mmu, 0, 0, MEM, mem.hva, 0), 0);
+	assert_int_equal(vmmu_mmu_vcpu_create(mmu, 0, &v), 0);
+	assert_int_equal(vmmu_mmu_create(&tdp, NULL, &cb), 0);
+	assert_int_equal(vmmu_mmu_vcpu_create(tdp, 0, &vt), 0);
+	log_capture_start(&c);
+	assert_int_equal(vmmu_mmu_vcpu_set_guest(NULL, &pr), -EINVAL);
+	assert_int_equal(vmmu_mmu_vcpu_set_guest(v, NULL), -EINVAL);
+	assert_int_equal(vmmu_mmu_vcpu_set_guest(vt, &pr), -EOPNOTSUPP);
+	assert_int_equal(vmmu_mmu_invlpg(NULL, 0), -EINVAL);
+	assert_int_equal(vmmu_mmu_write_gpa(v, 0x1000, &x, 0), -EINVAL);
+	assert_int_equal(vmmu_mmu_write_gpa(v, 0x1ffc, &x, 8), -EINVAL);
+	assert_int_equal(vmmu_mmu_write_gpa(v, MEM, &x, 8), -EFAULT);
+	log_capture_stop();
+	assert_int_equal(c.lines, 7);
+	/* valid calls work on the bare MMU: the guest's CR3 page is shadowed and tracked */
+	assert_int_equal(vmmu_mmu_vcpu_set_guest(v, &pr), 0);
+	*(uint64_t *)((uint8_t *)mem.hva + 0x1000) = 0x2000 | PTE_P | PTE_W;
+	assert_int_equal(vmmu_mmu_page_fault(v, 0x1000, VMMU_PFERR_WRITE, NULL), VMMU_FAULT_INJECT_PF);
+	x = 0;
+	assert_int_equal(vmmu_mmu_write_gpa(v, 0x1000, &x, 8), 0);
+	assert_int_equal(*(uint64_t *)((uint8_t *)mem.hva + 0x1000), 0);
+	assert_int_equal(vmmu_mmu_invlpg(v, 0x1000), 0);
+	assert_int_equal(vmmu_mmu_audit(mmu), 0);
+	vmmu_mmu_vcpu_destroy(vt);
+	vmmu_mmu_destroy(tdp);
+	vmmu_mmu_vcpu_destroy(v);
+	vmmu_mmu_destroy(mmu);
+	vmmu_guestmem_finish(&mem);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -691,6 +739,7 @@ int main(void)
 		cmocka_unit_test(test_pae_pdpte_registers),
 		cmocka_unit_test(test_dirty_ring_full),
 		cmocka_unit_test(test_options),
+		cmocka_unit_test(test_bad_input),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
