@@ -40,6 +40,7 @@ struct soft_vm {
 	pthread_rwlock_t notifiers_lock;
 	struct vmmu_notifier *notifiers;
 	unsigned int nr_notifiers;
+	bool shadow, bypass;          /* shadow paging; PFEC_MASK = PFEC_MATCH = P (bypass) */
 };
 
 struct soft_vcpu {
@@ -192,6 +193,68 @@ enum step {
 	STEP_GUEST,  /* a guest fault: outcome in *outcome */
 };
 
+/* ------------------------------------------------ shadow paging: hardware walk */
+
+static bool gva_canonical(vmmu_gva_t gva, int levels)
+{
+	int bits = 12 + 9 * levels; /* 48 or 57 */
+
+	return (uint64_t)((int64_t)(gva << (64 - bits)) >> (64 - bits)) == gva;
+}
+
+/*
+ * The CPU's walk of the shadow tables for @gva (legacy format, CR0.WP and
+ * EFER.NX on, the guest's SMEP/SMAP/AC). A fault returns HW_VIOLATION with the
+ * #PF error code in out->ec. On success sets A (and D on a write) in the SPTEs.
+ */
+static enum hw_exit hw_walk_shadow(struct soft_vcpu *sc, uint64_t *root, vmmu_gva_t gva, unsigned int kind,
+				   unsigned int cpl, struct hw_walk *out)
+{
+	const struct vmmu_spte_format *fmt = &sc->mv->mmu->fmt;
+	bool user = cpl == 3, fetch = kind == VMMU_SOFT_FETCH, write = kind == VMMU_SOFT_WRITE;
+	uint64_t *table = root, *path[VMMU_WALK_MAX_LEVELS], spte = 0;
+	uint64_t ec = (write ? VMMU_PFERR_WRITE : 0) | (user ? VMMU_PFERR_USER : 0) |
+		      (fetch ? VMMU_PFERR_FETCH : 0);
+	bool w = true, u = true, nx = false;
+	int level, levels = sc->mv->mmu->root_level;
+
+	for (level = levels; level >= 1; level--) {
+		uint64_t *sptep = &table[spte_index(gva, level)];
+
+		spte = spte_get(sptep);
+		path[level - 1] = sptep;
+		if (!(spte & VMMU_SPTE_LEGACY_P)) {
+			out->ec = ec;
+			return HW_VIOLATION;
+		}
+		if (vmmu_spte_is_rsvd(fmt, spte, level)) {
+			out->ec = ec | VMMU_PFERR_RSVD | VMMU_PFERR_PRESENT;
+			return HW_VIOLATION;
+		}
+		w &= !!(spte & VMMU_SPTE_LEGACY_W);
+		u &= !!(spte & VMMU_SPTE_LEGACY_U);
+		nx |= !!(spte & VMMU_SPTE_LEGACY_NX);
+		if (level == 1 || (spte & VMMU_SPTE_PS))
+			break;
+		table = spte_to_child(spte);
+	}
+	if ((user && !u) || (write && !w) || (fetch && nx) ||
+	    (!user && u && fetch && (sc->sregs.cr4 & VMMU_CR4_SMEP)) ||
+	    (!user && u && !fetch && (sc->sregs.cr4 & VMMU_CR4_SMAP) && !(sc->regs.rflags & VMMU_RFLAGS_AC))) {
+		out->ec = ec | VMMU_PFERR_PRESENT;
+		return HW_VIOLATION;
+	}
+	for (int l = levels; l >= level; l--)
+		if (!(spte_get(path[l - 1]) & fmt->accessed))
+			spte_or(path[l - 1], fmt->accessed);
+	if (write && !(spte & fmt->dirty))
+		spte_or(path[level - 1], fmt->dirty);
+	out->hva = (uint8_t *)(uintptr_t)((spte & VMMU_SPTE_PFN_MASK) +
+					  (gva & ((1ULL << (12 + 9 * (level - 1))) - 1)));
+	out->rights = write ? TLB_W | TLB_R : fetch ? TLB_X : TLB_R;
+	return HW_OK;
+}
+
 /*
  * The full walk for one access: guest tables (each table access translated
  * through the SPTE tables first), then the final GPA. Inside a walk section.
@@ -201,6 +264,15 @@ static enum step translate(struct soft_vcpu *sc, uint64_t *root, vmmu_gva_t gva,
 {
 	vmmu_gpa_t final = gva;
 
+	if (to_svm(sc->base.vm)->shadow) {
+		/* shadow paging: the exit's "address" is the GVA (32 bits with PAE paging) */
+		if (sc->guest && vmmu_paging_get_mode(sc->guest) == VMMU_PAGING_PAE)
+			gva = (uint32_t)gva;
+		else if (sc->guest && !gva_canonical(gva, sc->mv->mmu->root_level))
+			return *outcome = VMMU_SOFT_GP, STEP_GUEST;
+		*gpa = gva;
+		return hw_walk_shadow(sc, root, gva, kind, cpl, hw) == HW_OK ? STEP_DONE : STEP_EXIT;
+	}
 	if (sc->guest) {
 		struct vmmu_walk_result w;
 		unsigned int acc = walk_access(kind, cpl);
@@ -382,6 +454,16 @@ static int access_page(struct soft_vcpu *sc, vmmu_gva_t gva, unsigned int size, 
 				sc->st.page_faults++;
 			return outcome;
 		}
+		if (svm->bypass && !(hw.ec & VMMU_PFERR_PRESENT)) {
+			/* PFEC_MASK = PFEC_MATCH = P: a P=0 #PF goes to the guest, no exit */
+			sc->st.pf_bypassed++;
+			sc->st.page_faults++;
+			if (res) {
+				res->error_code = hw.ec;
+				res->cr2 = gva;
+			}
+			return VMMU_SOFT_PAGE_FAULT;
+		}
 		if (hw.ec & VMMU_PFERR_RSVD)
 			sc->st.ept_misconfigs++;
 		else
@@ -393,9 +475,14 @@ static int access_page(struct soft_vcpu *sc, vmmu_gva_t gva, unsigned int size, 
 			return r;
 		switch (r) {
 		case VMMU_FAULT_EMULATE_MMIO:
-			return do_mmio(sc, gpa, size, kind, data, res);
+			return do_mmio(sc, fr.gpa, size, kind, data, res);
 		case VMMU_FAULT_RING_FULL:
 			return VMMU_SOFT_DIRTY_RING_FULL;
+		case VMMU_FAULT_EMULATE_WRITE:
+			/* a write to a shadowed guest table: the emulator does it through the MMU */
+			sc->st.pt_writes++;
+			r = vmmu_mmu_write_gpa(mv, fr.gpa, data, size);
+			return r < 0 ? r : VMMU_SOFT_OK;
 		case VMMU_FAULT_INJECT_PF:
 			if (res) {
 				res->error_code = fr.error_code;
@@ -443,6 +530,8 @@ int vmmu_soft_invlpg(struct vmmu_vcpu *vcpu, vmmu_gva_t gva)
 		return -EINVAL;
 	}
 	tlb_drop(to_scpu(vcpu), gva);
+	if (to_svm(vcpu->vm)->shadow)
+		return vmmu_mmu_invlpg(to_scpu(vcpu)->mv, gva);
 	return 0;
 }
 
@@ -532,6 +621,8 @@ int vmmu_soft_vm_create(struct vmmu_vm **out, const struct vmmu_vm_options *opts
 	svm->base.caps.max_memslots = VMMU_MEMSLOTS_MAX;
 	svm->base.caps.max_ring_entries = 65536;
 	svm->base.caps.maxphyaddr = svm->mmu->fmt.maxphyaddr;
+	svm->shadow = mo.flags & VMMU_MMU_F_SHADOW;
+	svm->bypass = mo.flags & VMMU_MMU_F_SHADOW_BYPASS;
 	*out = &svm->base;
 	return 0;
 }
@@ -630,6 +721,18 @@ static int soft_set_sregs(struct vmmu_vcpu *vcpu, const struct vmmu_sregs *sregs
 
 		if (ret)
 			return ret;
+	}
+	if (to_svm(vcpu->vm)->shadow) {
+		struct vmmu_paging_regs pr = {
+			.cr0 = sregs->cr0, .cr3 = sregs->cr3, .cr4 = sregs->cr4, .efer = sregs->efer,
+			.rflags = sc->regs.rflags, .maxphyaddr = sc->mv->mmu->fmt.maxphyaddr,
+		};
+		int ret = vmmu_mmu_vcpu_set_guest(sc->mv, &pr);
+
+		if (ret) {
+			vmmu_paging_destroy(ctx);
+			return ret;
+		}
 	}
 	if (sregs->cr0 != sc->sregs.cr0 || sregs->cr3 != sc->sregs.cr3 || sregs->cr4 != sc->sregs.cr4 ||
 	    sregs->efer != sc->sregs.efer)

@@ -35,6 +35,7 @@
 #include <libvmmu/memslot.h>
 #include <libvmmu/spte.h>
 #include <libvmmu/dirty.h>
+#include <libvmmu/paging.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -53,7 +54,22 @@ enum vmmu_mmu_dirty {
 #define VMMU_MMU_F_INITIALLY_SET (1u << 0) /**< bitmap: logging starts all-dirty, nothing protected */
 #define VMMU_MMU_F_NO_MMIO_CACHE (1u << 1) /**< never install MMIO SPTEs (every MMIO access takes the slow path) */
 #define VMMU_MMU_F_NO_HUGE       (1u << 2) /**< map 4 KiB pages only */
-#define VMMU_MMU_F_ALL           0x7u
+/**
+ * Shadow paging: faults are on guest-virtual addresses; the MMU walks the
+ * guest's tables (vmmu_mmu_vcpu_set_guest()) and builds tables that map GVAs
+ * (mode 4LEVEL for 4-level and PAE guests, 5LEVEL for 5-level ones; 4 KiB
+ * leaves only).
+ */
+#define VMMU_MMU_F_SHADOW        (1u << 3)
+/**
+ * Shadow paging: the 2007 "bypass" trick. SPTEs whose guest entry is not
+ * present hold a not-present value ("notrap", P=0) and every other
+ * not-yet-built SPTE a reserved-bit value ("trap"), so a backend that exits
+ * only on #PFs with P=1 lets the guest's own faults reach it without an
+ * exit. Needs MAXPHYADDR <= 50 (the trap value uses PA bits 50..MAXPHYADDR).
+ */
+#define VMMU_MMU_F_SHADOW_BYPASS (1u << 4)
+#define VMMU_MMU_F_ALL           0x1fu
 
 /** Options of vmmu_mmu_create(); zero-initialise, set size, then what you need. */
 struct vmmu_mmu_options {
@@ -153,12 +169,13 @@ enum vmmu_fault_outcome {
 	VMMU_FAULT_EMULATE_MMIO = 3, /**< no writable memory there: emulate the access at res->gpa */
 	VMMU_FAULT_INJECT_PF = 4,    /**< shadow paging: deliver a #PF (res->error_code) to the guest */
 	VMMU_FAULT_RING_FULL = 5,    /**< the vCPU's dirty ring is soft-full: harvest and reset, then retry */
+	VMMU_FAULT_EMULATE_WRITE = 6, /**< shadow: a write to a shadowed guest table (res->gpa): vmmu_mmu_write_gpa() */
 	VMMU_FAULT_NR_OUTCOMES
 };
 
 /** What a fault did (vmmu_mmu_page_fault()). */
 struct vmmu_fault_result {
-	vmmu_gpa_t gpa;      /**< the guest-physical address of the fault */
+	vmmu_gpa_t gpa;      /**< the guest-physical address of the fault (shadow paging: its translation) */
 	uint64_t error_code; /**< INJECT_PF: the #PF error code */
 	uint8_t level;       /**< FIXED: level of the leaf installed (1 = 4 KiB) */
 	uint8_t fast;        /**< FIXED/SPURIOUS: resolved on the lockless fast path */
@@ -183,6 +200,11 @@ struct vmmu_fault_result {
  * A reserved-bit fault that finds no MMIO SPTE (the entry was zapped or
  * replaced meanwhile) is VMMU_FAULT_RETRY.
  *
+ * Shadow paging (VMMU_MMU_F_SHADOW): @gpa is the faulting GVA and
+ * @error_code the hardware #PF error code (P, W, U, RSVD, I); outcomes add
+ * INJECT_PF (the guest's own fault, res->error_code from the walker) and
+ * EMULATE_WRITE (res->gpa); EMULATE_MMIO gives the GPA in res->gpa.
+ *
  * Return: a vmmu_fault_outcome; -EINVAL (NULL @vcpu, @gpa past MAXPHYADDR); -ENOMEM.
  */
 VMMU_API int vmmu_mmu_page_fault(struct vmmu_mmu_vcpu *vcpu, vmmu_gpa_t gpa, uint64_t error_code,
@@ -194,6 +216,49 @@ VMMU_API int vmmu_mmu_page_fault(struct vmmu_mmu_vcpu *vcpu, vmmu_gpa_t gpa, uin
  * Return: 0 and *@root; -EINVAL; -ENOMEM.
  */
 VMMU_API int vmmu_mmu_vcpu_root(struct vmmu_mmu_vcpu *vcpu, uint64_t **root);
+
+/* ---------------------------------------------------------- shadow paging */
+
+/**
+ * vmmu_mmu_vcpu_set_guest() - shadow paging: the vCPU loaded CR0/CR3/CR4/EFER
+ * (a MOV to CR3 included). The MMU rebuilds the vCPU's guest paging context
+ * from @regs and drops its root: the next fault or vmmu_mmu_vcpu_root() loads
+ * the root for the new (CR3, role), reusing one kept from before (shadow pages
+ * stay in sync with the guest tables through write protection, so a reused
+ * root is current). The caller flushes the vCPU's own TLB (no PCID).
+ * @regs: copied; CR0.PG clear selects the identity map of paging off.
+ *
+ * PAE guests (4-level MMUs): the PDPTE registers are loaded here, as MOV CR3
+ * loads them (from @regs->pdptrs with VMMU_PAGING_F_PDPTRS, else from memory),
+ * and only here.
+ *
+ * Return: 0; -EINVAL (NULL argument, bad registers: see vmmu_paging_create());
+ * -EFAULT (PAE: the PDPT is not in guest memory); -EOPNOTSUPP (not a shadow
+ * MMU, or a guest mode the MMU's tables cannot shadow: 32-bit paging, a level
+ * count other than the MMU's, CR4.PKE); -ENOMEM.
+ */
+VMMU_API int vmmu_mmu_vcpu_set_guest(struct vmmu_mmu_vcpu *vcpu, const struct vmmu_paging_regs *regs);
+
+/**
+ * vmmu_mmu_invlpg() - shadow paging: the guest ran INVLPG @gva: drop the
+ * leaf SPTE that maps it (all TLBs are flushed before return if one was
+ * present); the next access walks the guest's tables again. The caller drops
+ * the vCPU's own TLB entries for @gva. A no-op with paging off or in TDP mode.
+ * Return: 0; -EINVAL.
+ */
+VMMU_API int vmmu_mmu_invlpg(struct vmmu_mmu_vcpu *vcpu, vmmu_gva_t gva);
+
+/**
+ * vmmu_mmu_write_gpa() - emulate a write of @size bytes (1..8, within one
+ * page) to guest-physical @gpa, as the emulator does after
+ * VMMU_FAULT_EMULATE_WRITE (and as any host-side write to guest memory should,
+ * so shadow pages see it): store the bytes, mark the page dirty, then, for
+ * every shadow page of that guest table, zap the SPTE of the written guest
+ * entry, or the whole page for a misaligned write or for the third write in a
+ * row to a level > 1 table without a walk through it in between (flooding).
+ * Return: 0; -EINVAL (NULL, bad size, crossing a page); -EFAULT (no writable memslot there).
+ */
+VMMU_API int vmmu_mmu_write_gpa(struct vmmu_mmu_vcpu *vcpu, vmmu_gpa_t gpa, const void *data, unsigned int size);
 
 /* ------------------------------------------------------------------ dirty logs */
 
@@ -271,7 +336,11 @@ struct vmmu_mmu_stats {
 	uint64_t splits;                                /**< huge SPTEs split into a table */
 	uint64_t rmap_entries;                          /**< SPTEs in reverse maps */
 	uint64_t rmap_max_len;                          /**< longest reverse map seen */
-	uint64_t reserved[8];
+	uint64_t pt_writes;                             /**< shadow: guest page-table writes emulated */
+	uint64_t pt_zaps;                               /**< shadow: SPTEs zapped for a written guest entry */
+	uint64_t flood_zaps;                            /**< shadow: pages zapped for write flooding */
+	uint64_t misaligned_zaps;                       /**< shadow: pages zapped for a misaligned write */
+	uint64_t reserved[4];
 };
 
 /** vmmu_mmu_get_stats() - fill @stats (set stats->size first). Return: 0; -EINVAL. */

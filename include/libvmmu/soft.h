@@ -15,6 +15,15 @@
  * real one: the MMU's flush requests, a CR3/CR0/CR4/EFER load (PCID is not
  * modelled), vmmu_soft_invlpg(), and a fault on the address.
  *
+ * Shadow paging (an MMU created with VMMU_MMU_F_SHADOW, legacy 4-/5-level
+ * format): the hardware walks only the MMU's tables, keyed by GVA, as a CPU
+ * under KVM's shadow paging does: CR0.WP and EFER.NX forced on, the guest's
+ * CR4.SMEP/SMAP and EFLAGS.AC live. Any #PF exits to the MMU, which walks the
+ * guest's tables and fixes the SPTE, injects the guest's #PF, or asks for a
+ * write to a shadowed guest table to be emulated; with
+ * VMMU_MMU_F_SHADOW_BYPASS the machine models VMX's PFEC_MASK/PFEC_MATCH = 1
+ * filter: #PFs with P=0 go to the guest without an exit.
+ *
  * Several threads may issue accesses at once, one per vCPU.
  */
 #ifndef LIBVMMU_SOFT_H
@@ -105,7 +114,9 @@ struct vmmu_soft_stats {
 	uint64_t page_faults;   /**< guest #PFs delivered */
 	uint64_t tlb_flushes;   /**< whole-TLB invalidations seen */
 	uint64_t mmio, notifier_hits;
-	uint64_t reserved[4];
+	uint64_t pf_bypassed;   /**< shadow paging with bypass: P=0 #PFs delivered to the guest without an exit */
+	uint64_t pt_writes;     /**< shadow paging: writes to shadowed guest tables emulated */
+	uint64_t reserved[2];
 };
 
 /** vmmu_soft_vcpu_stats() - copy @vcpu's counters. Return: 0; -EINVAL. */

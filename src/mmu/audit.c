@@ -84,7 +84,8 @@ static void audit_page(struct audit *a, struct mmu_page *sp)
 		uint64_t spte = spte_get(&spt[i]);
 
 		if (!(spte & VMMU_SPTE_MMU_PRESENT)) {
-			if ((spte & fmt->hw_present) && !vmmu_spte_is_mmio(fmt, spte))
+			if ((spte & fmt->hw_present) && !vmmu_spte_is_mmio(fmt, spte) &&
+			    !shadow_spte_is_trap(a->mmu, spte))
 				PROBLEM(a, "entry %u of a level-%d table is visible to hardware but not MMU-present", i,
 					sp->role.level);
 			continue;
@@ -150,6 +151,7 @@ int vmmu_mmu_audit(struct vmmu_mmu *mmu)
 	for (uint32_t i = 0; i < mmu->nr_slot; i++)
 		if (mmu->slot[i])
 			audit_rmaps(&a, mmu->slot[i]);
+	a.problems += shadow_audit(mmu);
 	if (a.rmap_entries != a.leaves)
 		PROBLEM(&a, "%llu rmap entries for %llu present leaves", (unsigned long long)a.rmap_entries,
 			(unsigned long long)a.leaves);

@@ -343,6 +343,8 @@ int vmmu_mmu_page_fault(struct vmmu_mmu_vcpu *v, vmmu_gpa_t gpa, uint64_t ec, st
 		return -EINVAL;
 	}
 	mmu = v->mmu;
+	if (mmu->shadow)
+		return shadow_page_fault(v, gpa, ec, res);
 	if (gpa >> mmu->fmt.maxphyaddr) {
 		log_err("mmu: page_fault: gpa 0x%llx past MAXPHYADDR", (unsigned long long)gpa);
 		return -EINVAL;

@@ -146,6 +146,12 @@ static int slot_state_alloc(struct vmmu_mmu *mmu, uint32_t id, vmmu_gfn_t base, 
 	ret = slot_dirty_alloc(mmu, s, flags);
 	if (ret)
 		goto fail;
+	if (mmu->shadow) {
+		ret = -ENOMEM;
+		s->write_track = mmu_alloc(npages * sizeof(*s->write_track));
+		if (!s->write_track)
+			goto fail;
+	}
 	*out = s;
 	return 0;
 fail:
@@ -403,7 +409,7 @@ static bool options_valid(const struct vmmu_mmu_options *o)
 			log_err("mmu: reserved option fields must be zero");
 			return false;
 		}
-	return true;
+	return shadow_options_valid(o);
 }
 
 int vmmu_mmu_create(struct vmmu_mmu **out, const struct vmmu_mmu_options *opts, const struct vmmu_mmu_callbacks *cb)
@@ -448,6 +454,7 @@ int vmmu_mmu_create(struct vmmu_mmu **out, const struct vmmu_mmu_options *opts, 
 	mmu->root_level = mmu->fmt.levels;
 	mmu->asym_fence = membarrier_ready();
 	mmu->active.next = mmu->active.prev = &mmu->active;
+	shadow_init(mmu);
 	ret = vmmu_memslots_create(&mmu->slots);
 	if (ret)
 		goto fail;
@@ -561,8 +568,6 @@ fail:
 	return ret;
 }
 
-static void put_root(struct vmmu_mmu *mmu, struct mmu_page *root);
-
 void vmmu_mmu_vcpu_destroy(struct vmmu_mmu_vcpu *v)
 {
 	struct vmmu_mmu *mmu;
@@ -579,7 +584,7 @@ void vmmu_mmu_vcpu_destroy(struct vmmu_mmu_vcpu *v)
 	pthread_mutex_unlock(&mmu->vcpus_lock);
 	pthread_mutex_lock(&mmu->lock);
 	if (v->root)
-		put_root(mmu, v->root);
+		mmu_put_root(mmu, v->root);
 	v->root = NULL;
 	for (size_t i = 0; i < VMMU_FAULT_NR_OUTCOMES; i++)
 		mmu->gone.faults[i] += v->stats.faults[i];
@@ -593,11 +598,14 @@ void vmmu_mmu_vcpu_destroy(struct vmmu_mmu_vcpu *v)
 	vmmu_dirty_ring_destroy(v->ring);
 	vmmu_rmap_cache_destroy(v->rmap_cache);
 	pthread_mutex_destroy(&v->ring_lock);
+	shadow_vcpu_free(v);
 	free(v);
 }
 
 int mmu_topup_caches(struct vmmu_mmu_vcpu *v, unsigned int rmap_min)
 {
+	if (v->mmu->shadow && shadow_topup(v))
+		return -ENOMEM;
 	while (v->pages.nr < MMU_PAGE_CACHE_MIN) {
 		uint64_t *spt = mmu_alloc_table();
 
@@ -633,6 +641,11 @@ static void hash_del(struct vmmu_mmu *mmu, struct mmu_page *sp)
 			*pp = sp->hash_next;
 			return;
 		}
+}
+
+struct mmu_page *mmu_hash_first(struct vmmu_mmu *mmu, vmmu_gfn_t gfn)
+{
+	return mmu->hash[hash_of(gfn)];
 }
 
 struct mmu_page *mmu_get_page(struct vmmu_mmu_vcpu *v, vmmu_gfn_t gfn, union mmu_role role, bool *created)
@@ -732,7 +745,7 @@ uint64_t mmu_zap_spte(struct vmmu_mmu *mmu, uint64_t *sptep)
 {
 	struct mmu_page *sp = sptep_to_page(sptep), *child;
 	int level = sp->role.level;
-	uint64_t old = spte_xchg(sptep, VMMU_SPTE_NONPRESENT);
+	uint64_t old = spte_xchg(sptep, mmu->nonpresent);
 
 	if (!(old & VMMU_SPTE_MMU_PRESENT))
 		return old;
@@ -768,11 +781,13 @@ void mmu_zap_page(struct vmmu_mmu *mmu, struct mmu_page *sp)
 	sp->next->prev = sp->prev;
 	sp->role.invalid = 1;
 	atomic_store_explicit(&sp->zapped, true, memory_order_relaxed);
+	if (sp->shadowed)
+		shadow_unaccount_page(mmu, sp);
 	for (int i = 0; i < MMU_SPTES; i++)
 		if (spte_get(&spt[i]) & VMMU_SPTE_MMU_PRESENT)
 			mmu_zap_spte(mmu, &spt[i]);
 	for (sptep = vmmu_rmap_iter_first(&it, &sp->parent_ptes); sptep; sptep = vmmu_rmap_iter_next(&it)) {
-		spte_set(sptep, VMMU_SPTE_NONPRESENT);
+		spte_set(sptep, mmu->nonpresent);
 		vmmu_rmap_iter_remove(&it, mmu->cache);
 	}
 	mmu_flush_request(mmu);
@@ -790,7 +805,7 @@ void mmu_zap_all_locked(struct vmmu_mmu *mmu)
 
 /* ------------------------------------------------------------------ roots */
 
-static void put_root(struct vmmu_mmu *mmu, struct mmu_page *root)
+void mmu_put_root(struct vmmu_mmu *mmu, struct mmu_page *root)
 {
 	if (--root->root_count == 0 && root->role.invalid)
 		free_list_add(mmu, root);
@@ -815,13 +830,15 @@ int mmu_load_root(struct vmmu_mmu_vcpu *v)
 	struct mmu_page *root;
 	bool created;
 
+	if (mmu->shadow)
+		return shadow_load_root(v);
 	if (v->root && !v->root->role.invalid)
 		return 0;
 	root = mmu_get_page(v, 0, tdp_root_role(mmu), &created);
 	if (!root)
 		return -ENOMEM;
 	if (v->root)
-		put_root(mmu, v->root);
+		mmu_put_root(mmu, v->root);
 	root->root_count++;
 	v->root = root;
 	return 0;
@@ -948,7 +965,8 @@ bool mmu_wrprot_gfn_for_shadowing(struct vmmu_mmu *mmu, struct mmu_slot *slot, v
 			uint64_t old = spte_and(sptep, ~(VMMU_SPTE_WRITABLE | mmu->fmt.mmu_writable));
 
 			changed |= (old & (VMMU_SPTE_WRITABLE | mmu->fmt.mmu_writable)) != 0;
-			flush |= (old & mmu->fmt.mmu_writable) != 0;
+			flush |= (old & (mmu_debug_wrprot_flush_on_w ? VMMU_SPTE_WRITABLE : mmu->fmt.mmu_writable)) !=
+				 0;
 		}
 	}
 	if (flush) {
@@ -1048,6 +1066,7 @@ int vmmu_mmu_get_stats(struct vmmu_mmu *mmu, struct vmmu_mmu_stats *st)
 	for (int i = 0; i < 3; i++)
 		st->huge_mapped[i] = atomic_load(&mmu->stat_mapped[i]);
 	st->rmap_max_len = atomic_load(&mmu->stat_rmap_max);
+	shadow_fill_stats(mmu, st);
 	pthread_rwlock_rdlock(&mmu->slots_lock);
 	pthread_mutex_lock(&mmu->lock);
 	for (uint32_t i = 0; i < mmu->nr_slot; i++) {

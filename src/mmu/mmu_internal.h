@@ -231,6 +231,11 @@ struct vmmu_mmu {
 	_Atomic uint64_t stat_pages, stat_created, stat_freed, stat_splits;
 	_Atomic uint64_t stat_mapped[3], stat_rmap_max;
 	struct mmu_vcpu_stats gone;       /* stats of destroyed vCPUs */
+
+	/* shadow paging (shadow.c) */
+	bool shadow;                      /* VMMU_MMU_F_SHADOW */
+	uint64_t nonpresent;              /* a cleared SPTE: VMMU_SPTE_NONPRESENT, or the bypass "trap" value */
+	_Atomic uint64_t stat_pt_writes, stat_pt_zaps, stat_flood_zaps, stat_misaligned_zaps;
 };
 
 /* The fault context: const inputs, derived fields, outputs. */
@@ -329,6 +334,33 @@ static inline bool mmu_gfn_write_tracked(const struct mmu_slot *s, vmmu_gfn_t gf
 {
 	return s->write_track && s->write_track[gfn - s->base_gfn];
 }
+
+/* Drop one reference to a root; an invalid root with none left goes to the free list. Under lock. */
+void mmu_put_root(struct vmmu_mmu *mmu, struct mmu_page *root);
+/* First page of the hash bucket of @gfn (follow hash_next; compare gfn and role). Under lock. */
+struct mmu_page *mmu_hash_first(struct vmmu_mmu *mmu, vmmu_gfn_t gfn);
+
+/* ---- shadow.c (shadow paging; see shadow.c) ---- */
+bool shadow_options_valid(const struct vmmu_mmu_options *o);
+void shadow_init(struct vmmu_mmu *mmu);
+int shadow_page_fault(struct vmmu_mmu_vcpu *v, vmmu_gva_t gva, uint64_t ec, struct vmmu_fault_result *res);
+int shadow_load_root(struct vmmu_mmu_vcpu *v);                   /* under lock */
+int shadow_topup(struct vmmu_mmu_vcpu *v);                       /* without the lock */
+void shadow_vcpu_free(struct vmmu_mmu_vcpu *v);
+void shadow_unaccount_page(struct vmmu_mmu *mmu, struct mmu_page *sp); /* zapping an indirect page; under lock */
+void shadow_fill_stats(struct vmmu_mmu *mmu, struct vmmu_mmu_stats *st);
+unsigned int shadow_audit(struct vmmu_mmu *mmu);                 /* under lock; problems found (logged) */
+/* The bypass "trap" value: not MMU-present, reserved bits set (a P=1|RSVD fault). */
+static inline bool shadow_spte_is_trap(const struct vmmu_mmu *mmu, uint64_t spte)
+{
+	return mmu->nonpresent != VMMU_SPTE_NONPRESENT && spte == mmu->nonpresent;
+}
+/*
+ * Test-only knob: key the flush of mmu_wrprot_gfn_for_shadowing() on W instead
+ * of MMU-writable (the behaviour before KVM's 2014 fix), to replay the race it
+ * closed. Never set outside that test.
+ */
+extern bool mmu_debug_wrprot_flush_on_w;
 
 /* ---- dirty_log.c ---- */
 /* Write-protect for dirty logging the pages @mask of slot-relative word @offset (rearm callback). */
