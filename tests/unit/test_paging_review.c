@@ -450,6 +450,10 @@ static void test_pkeys(void **state)
 	/* keys in non-leaf entries are ignored: key 1 on the PDE only, key 0 on the PTE */
 	chain4(PWU, PWU, PWU | KEY(1), PWU);
 	expect(&r, OFF, USR, VMMU_WALK_OK, DATA | OFF);
+	/* a 2 MiB leaf carries the key in the PDE */
+	chain4(PWU, PWU, PWU | PS | KEY(1), 0);
+	ref_set(&g, T3, 0x200000 | PWU | PS | KEY(1));
+	expect(&r, OFF, USR, VMMU_WALK_PAGE_FAULT, 0x25);
 	/* supervisor pages ignore keys (PKS is not PKE) */
 	chain4(PWU, PWU, P | W, P | W | KEY(1));
 	expect(&r, OFF, RD, VMMU_WALK_OK, DATA | OFF);
@@ -622,6 +626,12 @@ static void test_ept_entries(void **state)
 	expect_ept(EPTP4, 0, 0x1234, RD, VMMU_WALK_OK, 0x201234);
 	ref_set(&g, EPT_L2, 0x200000 | 7 | WB | PS | (1ULL << 12));
 	expect_ept(EPTP4, 0, 0x1234, RD, VMMU_WALK_EPT_MISCONFIG, 0);
+	/* ignored everywhere: 11:10 (no mode-based execute), 62:52, 63 (suppress #VE); 51:M reserved */
+	ref_set(&g, EPT_L2, EPT_L1 | 7 | (3ULL << 10) | (0x7ffULL << 52));
+	ref_set(&g, EPT_L1 + 5 * 8, DATA | 7 | WB | (3ULL << 10) | (0x7ffULL << 52) | (1ULL << 63));
+	expect_ept(EPTP4, 0, DATA | OFF, WR, VMMU_WALK_OK, DATA | OFF);
+	ref_set(&g, EPT_L1 + 5 * 8, DATA | 7 | WB | (1ULL << 46));
+	expect_ept(EPTP4, 0, DATA | OFF, RD, VMMU_WALK_EPT_MISCONFIG, 0);
 }
 
 static void test_ept_precedence_and_qual(void **state)
@@ -745,6 +755,25 @@ static void test_npt(void **state)
 	ref_set(&g, EPT_L1 + 5 * 8, DATA | PWU | (1ULL << 50));
 	assert_int_equal(vmmu_walk(gctx, OFF, WR | VMMU_WALK_NO_AD, &res), VMMU_WALK_NPF);
 	assert_int_equal(res.error_code, 0x10000000FULL);
+	/* NPT NX on the data page: guest fetch faults P|U|I/D (0x15) | bit 32 (host NXE on) */
+	ref_set(&g, EPT_L1 + 5 * 8, DATA | PWU | NX);
+	assert_int_equal(vmmu_walk(gctx, OFF, FE | VMMU_WALK_NO_AD, &res), VMMU_WALK_NPF);
+	assert_int_equal(res.error_code, 0x100000015ULL);
+	/* a guest table access to a page that is NX in the NPT is fine: table reads are not fetches */
+	ref_set(&g, EPT_L1 + 5 * 8, DATA | PWU);
+	ref_set(&g, EPT_L1 + 3 * 8, T3 | PWU | NX);
+	assert_int_equal(vmmu_walk(gctx, OFF, FE | VMMU_WALK_NO_AD, &res), VMMU_WALK_OK);
+	vmmu_paging_destroy(gctx);
+	vmmu_paging_destroy(npt);
+	/* host NXE off: NPT bit 63 is reserved, and no I/D: P|RSVD|U (0xd) | bit 32 */
+	cfg.nxe = 0;
+	assert_int_equal(vmmu_paging_create_npt(&npt, g.mem, &cfg), 0);
+	assert_int_equal(vmmu_paging_create(&gctx, g.mem, &r), 0);
+	assert_int_equal(vmmu_paging_set_nested(gctx, npt), 0);
+	ref_set(&g, EPT_L1 + 3 * 8, T3 | PWU);
+	ref_set(&g, EPT_L1 + 5 * 8, DATA | PWU | NX);
+	assert_int_equal(vmmu_walk(gctx, OFF, FE | VMMU_WALK_NO_AD, &res), VMMU_WALK_NPF);
+	assert_int_equal(res.error_code, 0x10000000DULL);
 	vmmu_paging_destroy(gctx);
 	vmmu_paging_destroy(npt);
 }
