@@ -746,6 +746,14 @@ static void test_npt(void **state)
 	assert_int_equal(vmmu_walk(gctx, OFF, RD | VMMU_WALK_NO_AD, &res), VMMU_WALK_NPF);
 	assert_int_equal(res.error_code, 0x200000007ULL);
 	assert_int_equal(res.fault_gpa, T3);
+	/* NPT PML4E bit 8 is reserved (AMD), met while translating a guest table page (a user write):
+	 * P|W|U|RSVD (0xf) | bit 33, as kvm-unit-tests svm npt_rsvd_pfwalk expects */
+	ref_set(&g, EPT_L1 + 3 * 8, T3 | PWU);
+	ref_set(&g, EPT_ROOT, EPT_L3 | PWU | (1ULL << 8));
+	assert_int_equal(vmmu_walk(gctx, OFF, RD | VMMU_WALK_NO_AD, &res), VMMU_WALK_NPF);
+	assert_int_equal(res.error_code, 0x20000000FULL);
+	assert_int_equal(res.fault_gpa, T1);
+	ref_set(&g, EPT_ROOT, EPT_L3 | PWU);
 	/* not present: P clear, 0x6 | bit 33 */
 	ref_set(&g, EPT_L1 + 3 * 8, 0);
 	assert_int_equal(vmmu_walk(gctx, OFF, RD | VMMU_WALK_NO_AD, &res), VMMU_WALK_NPF);
