@@ -10,6 +10,21 @@
  * Layout (guest RAM at GPA 0, 4 MiB): first-stage tables at 0x1000 (root),
  * 0x2000, 0x3000, 0x4000; data page at 0x5000; GVA 0 + offset 0x123 uses
  * index 0 at every level. EPT/NPT tables at 0x100000 and up map 0..2 MiB.
+ *
+ * Deliberate differences from strict hardware, left as they are (KVM does the same):
+ * - A/D bits are written only when the whole walk succeeds; a CPU may already
+ *   set A in upper entries of a walk that then faults (kvm-unit-tests allows both).
+ * - Guest A/D writes in a 2-D walk are not checked against second-stage write
+ *   permission (SDM: such writes are data writes for EPT); with EPT A/D off,
+ *   guest table accesses are plain reads.
+ * - When a permission and a protection-key violation coincide, PK is reported
+ *   with P (KVM's permission_fault).
+ * Differences from KVM in favour of the SDM:
+ * - 32-bit 4 MiB PDEs: bits 20:(M-19) are reserved per MAXPHYADDR (capped at
+ *   40); KVM hard-codes 21:17 (PSE-36 with M = 36) or 21:13.
+ * Not modelled: AMD's PAE under NPT reads the PDPTEs from memory on every walk
+ * (no PDPTE registers, reserved bits give #PF rather than #GP); this walker
+ * always uses Intel's PDPTE registers.
  */
 #include <errno.h>
 #include <string.h>
