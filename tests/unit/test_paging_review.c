@@ -23,7 +23,7 @@
  * - 32-bit 4 MiB PDEs: bits 20:(M-19) are reserved per MAXPHYADDR (capped at
  *   40); KVM hard-codes 21:17 (PSE-36 with M = 36) or 21:13.
  * Not modelled: AMD's PAE under NPT reads the PDPTEs from memory on every walk
- * (no PDPTE registers, reserved bits give #PF rather than #GP); this walker
+ * (no PDPTE registers; how reserved PDPTE bits then fault is not checked here); this walker
  * always uses Intel's PDPTE registers.
  */
 #include <errno.h>
