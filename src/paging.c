@@ -481,6 +481,23 @@ int vmmu_paging_update(struct vmmu_paging *ctx, const struct vmmu_paging_regs *r
 	return 0;
 }
 
+int vmmu_paging_reload_pdptrs(struct vmmu_paging *ctx)
+{
+	struct vmmu_paging tmp;
+	int ret;
+
+	if (!ctx || ctx->kind != KIND_GUEST || !ctx->pae) {
+		log_err("paging: reload_pdptrs needs a PAE first-stage context");
+		return -EINVAL;
+	}
+	tmp = *ctx;
+	ret = load_pdptrs(&tmp);
+	if (ret)
+		return ret;
+	memcpy(ctx->pdptrs, tmp.pdptrs, sizeof(ctx->pdptrs));
+	return 0;
+}
+
 int vmmu_paging_create_ept(struct vmmu_paging **out, const struct vmmu_memslots *mem,
 			   const struct vmmu_ept_config *cfg)
 {

@@ -134,7 +134,8 @@ VMMU_API int vmmu_paging_create_npt(struct vmmu_paging **out, const struct vmmu_
  * paging-mode change; CR3, RFLAGS.AC and PKRU are plain copies. PAE PDPTE
  * registers loaded from memory are reloaded only by the writes that reload them on a
  * CPU (CR3; CR0.PG/CD/NW; CR4.PSE/PAE/PGE/SMEP; a change of MAXPHYADDR or of
- * the given pdptrs), so a walk keeps using the loaded values otherwise.
+ * the given pdptrs), so a walk keeps using the loaded values otherwise; a
+ * MOV CR3 that rewrites the same value is vmmu_paging_reload_pdptrs().
  * Walks stay correct across memslot changes; calling this afterwards (even
  * with the same registers) restores the cached slot of the root table that
  * spares a lookup at the start of each walk.
@@ -142,6 +143,19 @@ VMMU_API int vmmu_paging_create_npt(struct vmmu_paging **out, const struct vmmu_
  * Return: as vmmu_paging_create(); on error the context is unchanged.
  */
 VMMU_API int vmmu_paging_update(struct vmmu_paging *ctx, const struct vmmu_paging_regs *regs);
+
+/**
+ * vmmu_paging_reload_pdptrs() - reload the PAE PDPTE registers from the PDPT at
+ * CR3 (through the second stage when nested), as a MOV to CR3 does even when it
+ * writes the value CR3 already holds. vmmu_paging_update() cannot see such a
+ * write (its registers are unchanged), so a VMM emulating it calls this. With
+ * VMMU_PAGING_F_PDPTRS the given pdptrs[] are reloaded instead.
+ *
+ * Return: 0; -EINVAL (NULL, not a PAE first-stage context, or a present PDPTE
+ * with reserved bits: a CPU raises #GP); -EFAULT (the PDPT is not in guest
+ * memory). On error the context is unchanged.
+ */
+VMMU_API int vmmu_paging_reload_pdptrs(struct vmmu_paging *ctx);
 
 /** vmmu_paging_destroy() - free a context. NULL is a no-op. Does not touch a nested context. */
 VMMU_API void vmmu_paging_destroy(struct vmmu_paging *ctx);

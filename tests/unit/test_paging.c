@@ -144,6 +144,8 @@ static void test_create_rejects(void **state)
 	assert_int_equal(vmmu_walk(NULL, 0, 0, &res), -EINVAL);
 	assert_int_equal(vmmu_paging_set_nested(c, c), -EINVAL);
 	assert_int_equal(vmmu_paging_update(NULL, &r), -EINVAL);
+	assert_int_equal(vmmu_paging_reload_pdptrs(NULL), -EINVAL);
+	assert_int_equal(vmmu_paging_reload_pdptrs(c), -EINVAL); /* not PAE */
 	log_capture_stop();
 	/* paging off: identity */
 	assert_int_equal(vmmu_walk(c, 0x12345678, VMMU_WALK_WRITE, &res), VMMU_WALK_OK);
@@ -433,7 +435,25 @@ static void test_pae(void **state)
 	/* PDPTE registers are loaded at build time, not re-read by walks */
 	ref_set(&f.g, pdpt + 8, 0);
 	assert_int_equal(vmmu_walk(f.ctx, 0x40403123, 0, &res), VMMU_WALK_OK);
-	/* ... until CR3 is written again */
+	/* ... not even by an update with the same registers (nothing changed that it can see) */
+	assert_int_equal(vmmu_paging_update(f.ctx, &f.regs), 0);
+	assert_int_equal(vmmu_walk(f.ctx, 0x40403123, 0, &res), VMMU_WALK_OK);
+	/* a MOV CR3 of the same value reloads them */
+	assert_int_equal(vmmu_paging_reload_pdptrs(f.ctx), 0);
+	assert_int_equal(vmmu_walk(f.ctx, 0x40403123, 0, &res), VMMU_WALK_PAGE_FAULT);
+	assert_int_equal(res.level, 3);
+	ref_set(&f.g, pdpt + 8, pd | P);
+	assert_int_equal(vmmu_paging_reload_pdptrs(f.ctx), 0);
+	assert_int_equal(vmmu_walk(f.ctx, 0x40403123, 0, &res), VMMU_WALK_OK);
+	/* a reload that finds reserved bits fails and keeps the loaded registers */
+	ref_set(&f.g, pdpt + 8, pd | P | (1ULL << 2));
+	log_capture_start(&log);
+	assert_int_equal(vmmu_paging_reload_pdptrs(f.ctx), -EINVAL);
+	assert_int_equal(log.lines, 1);
+	log_capture_stop();
+	assert_int_equal(vmmu_walk(f.ctx, 0x40403123, 0, &res), VMMU_WALK_OK);
+	ref_set(&f.g, pdpt + 8, 0);
+	/* ... and so does a write of another CR3 */
 	f.regs.cr3 = pdpt - 0x20;
 	assert_int_equal(vmmu_paging_update(f.ctx, &f.regs), 0);
 	assert_int_equal(vmmu_walk(f.ctx, 0x40403123, 0, &res), VMMU_WALK_PAGE_FAULT);
