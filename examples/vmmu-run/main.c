@@ -301,8 +301,11 @@ int main(int argc, char **argv)
 
 	if (ret)
 		return ret;
+	if (getenv("VMMU_RUN_TRACE"))
+		trace_t0 = t0;
 	signal(SIGPIPE, SIG_IGN);
 	ret = loop_create(&l);
+	trace("io_uring set up");
 	if (ret) {
 		msg("io_uring: %s", strerror(-ret));
 		return EXIT_INTERNAL;
@@ -336,11 +339,13 @@ int main(int argc, char **argv)
 
 		if (err)
 			msg("dropping capabilities failed: %s (going on)", strerror(-err));
+		trace("capabilities dropped");
 	}
 	if (machine_resume(m)) {
 		ret = EXIT_INTERNAL;
 		goto out;
 	}
+	trace("vCPU thread started");
 	ret = run_loop(l, &m, &o, t0);
 out:
 	if (m)
