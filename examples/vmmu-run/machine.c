@@ -516,6 +516,8 @@ int machine_park(struct machine *m)
 
 int machine_resume(struct machine *m)
 {
+	int ret;
+
 	pthread_mutex_lock(&m->lock);
 	atomic_store(&m->park_req, false);
 	if (m->state == M_PARKED)
@@ -526,7 +528,8 @@ int machine_resume(struct machine *m)
 	pthread_mutex_unlock(&m->lock);
 	if (m->thread_started)
 		return 0;
-	return machine_ready(m) ? -EIO : machine_start(m);
+	ret = machine_ready(m);
+	return ret ? ret : machine_start(m);
 }
 
 /* Wait until the guest exits or fails; return its status, or -1 after a failure (printed). */
