@@ -90,14 +90,6 @@ static void fail(struct machine *m, const char *fmt, ...)
 	eventfd_write(m->event_fd, 1);
 }
 
-static void *slot_add_thread(void *arg)
-{
-	struct machine *m = arg;
-
-	m->slot_ret = vmmu_vm_memslot_add(m->vm, 0, 0, m->mem_size, m->ram.hva, 0);
-	return NULL;
-}
-
 int machine_create(struct machine *m, const char *backend, uint32_t dirty_mode, uint64_t mem_size,
 		   bool prefault)
 {
@@ -143,45 +135,18 @@ int machine_create(struct machine *m, const char *backend, uint32_t dirty_mode, 
 	if (!prefault && mem_size > GUEST_WORK_GPA)
 		madvise(m->ram.hva, GUEST_WORK_GPA, MADV_NOHUGEPAGE); /* advice only: fine to fail */
 	trace("guest RAM mapped");
-	m->pass_fd = eventfd(0, EFD_CLOEXEC);
-	if (m->pass_fd < 0)
-		return -errno;
-	/*
-	 * Adding the slot waits for an SRCU grace period in KVM (a kernel worker
-	 * must run): 0.1 ms on an idle host, 3-30 ms on a loaded one. When
-	 * booting, a second thread waits for it while this one creates the vCPU,
-	 * writes the guest and its tables and drops privileges; machine_ready()
-	 * joins it before anything needs the slot. (vCPU ioctls may run while a
-	 * slot changes; nothing here touches the VM's slots meanwhile.)
-	 */
-	if (!prefault && pthread_create(&m->slot_thread, NULL, slot_add_thread, m) == 0)
-		m->slot_pending = true;
-	else
-		slot_add_thread(m);
+	ret = vmmu_vm_memslot_add(m->vm, 0, 0, mem_size, m->ram.hva, 0);
+	if (ret)
+		return ret;
+	trace("memslot added");
 	ret = vmmu_vcpu_create(m->vm, 0, &m->vcpu);
 	if (ret)
 		return ret;
 	trace("vCPU created");
-	return prefault ? machine_ready(m) : 0;
-}
-
-/* The RAM slot is in (waiting for it if it is being added) and the end-of-pass notifier set up. */
-int machine_ready(struct machine *m)
-{
-	int ret;
-
-	if (m->slot_pending) {
-		pthread_join(m->slot_thread, NULL);
-		m->slot_pending = false;
-		trace("memslot added");
-	}
-	if (m->ready)
-		return 0;
-	if (m->slot_ret) {
-		msg("adding guest RAM to the VM: %s", vmmu_strerror(m->slot_ret));
-		return m->slot_ret;
-	}
 	/* The end-of-pass doorbell is an ioeventfd: the guest's OUT never leaves the kernel. */
+	m->pass_fd = eventfd(0, EFD_CLOEXEC);
+	if (m->pass_fd < 0)
+		return -errno;
 	struct vmmu_notifier n = { .addr = GUEST_PORT_PASS, .len = 1, .flags = VMMU_NOTIFIER_PIO, .fd = m->pass_fd };
 	ret = vmmu_vm_notifier_add(m->vm, &n);
 	if (ret == -EOPNOTSUPP) {
@@ -189,7 +154,6 @@ int machine_ready(struct machine *m)
 		m->pass_fd = -1;
 		ret = 0;
 	}
-	m->ready = !ret;
 	return ret;
 }
 
@@ -212,7 +176,6 @@ static int table_alloc(void *opaque, vmmu_gpa_t *gpa)
 static int build_tables(struct machine *m, vmmu_gpa_t *cr3)
 {
 	struct vmmu_vm_caps caps = { .size = sizeof(caps) };
-	struct vmmu_memslots *view = NULL;
 	struct table_pool pool = { GUEST_TABLES_GPA, GUEST_IMAGE_GPA };
 	struct vmmu_ptbuild_config cfg = { .mode = VMMU_PAGING_4LEVEL, .alloc = table_alloc, .opaque = &pool };
 	struct vmmu_ptbuild *b;
@@ -222,19 +185,9 @@ static int build_tables(struct machine *m, vmmu_gpa_t *cr3)
 	if (ret)
 		return ret;
 	cfg.maxphyaddr = caps.maxphyaddr ? caps.maxphyaddr : 46;
-	/*
-	 * The builder writes through its own view of guest RAM: the VM's slots
-	 * may still be changing (machine_create() adds the slot in the background).
-	 */
-	ret = vmmu_memslots_create(&view);
-	if (!ret)
-		ret = vmmu_memslots_add(view, 0, 0, m->mem_size, m->ram.hva, 0);
-	if (!ret)
-		ret = vmmu_ptbuild_create(&b, view, &cfg);
-	if (ret) {
-		vmmu_memslots_destroy(view);
+	ret = vmmu_ptbuild_create(&b, vmmu_vm_memslots(m->vm), &cfg);
+	if (ret)
 		return ret;
-	}
 	ret = vmmu_ptbuild_map(b, GUEST_PARAMS_GPA, GUEST_PARAMS_GPA, PAGE_SIZE, VMMU_PT_SIZE_4K,
 			       VMMU_PT_USER | VMMU_PT_NX);
 	if (!ret)
@@ -251,7 +204,6 @@ static int build_tables(struct machine *m, vmmu_gpa_t *cr3)
 				       VMMU_PT_WRITE | VMMU_PT_USER | VMMU_PT_NX);
 	*cr3 = vmmu_ptbuild_root(b);
 	vmmu_ptbuild_destroy(b, false); /* the tables stay in guest memory */
-	vmmu_memslots_destroy(view);
 	return ret;
 }
 
@@ -516,8 +468,6 @@ int machine_park(struct machine *m)
 
 int machine_resume(struct machine *m)
 {
-	int ret;
-
 	pthread_mutex_lock(&m->lock);
 	atomic_store(&m->park_req, false);
 	if (m->state == M_PARKED)
@@ -526,10 +476,7 @@ int machine_resume(struct machine *m)
 		m->state = M_RUNNING;
 	pthread_cond_broadcast(&m->cond);
 	pthread_mutex_unlock(&m->lock);
-	if (m->thread_started)
-		return 0;
-	ret = machine_ready(m);
-	return ret ? ret : machine_start(m);
+	return m->thread_started ? 0 : machine_start(m);
 }
 
 /* Wait until the guest exits or fails; return its status, or -1 after a failure (printed). */
@@ -571,8 +518,6 @@ int machine_set_state(struct machine *m, const struct vcpu_state *s)
 
 void machine_destroy(struct machine *m)
 {
-	if (m->slot_pending)
-		pthread_join(m->slot_thread, NULL);
 	if (m->thread_started) {
 		pthread_mutex_lock(&m->lock);
 		m->quit = true;

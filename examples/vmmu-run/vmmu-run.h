@@ -61,10 +61,6 @@ struct machine {
 
 	pthread_t thread;
 	bool thread_started;
-	pthread_t slot_thread;      /* adds the RAM slot while the rest is set up (machine_create) */
-	bool slot_pending;          /* slot_thread runs or has not been joined */
-	bool ready;                 /* the RAM slot is in and the notifier set up (machine_ready) */
-	int slot_ret;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	pthread_cond_t pace_cond;   /* CLOCK_MONOTONIC: the pacing wait, cut short by machine_park() */
@@ -96,7 +92,6 @@ int machine_create(struct machine *m, const char *backend, uint32_t dirty_mode, 
 int machine_load_guest(struct machine *m, const struct workload *w);
 int machine_start(struct machine *m);
 int machine_park(struct machine *m);
-int machine_ready(struct machine *m);
 int machine_resume(struct machine *m);
 int machine_wait_exit(struct machine *m);
 void machine_destroy(struct machine *m);
