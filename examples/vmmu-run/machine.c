@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -54,6 +55,14 @@ uint64_t now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t trace_t0;
+
+void trace(const char *what)
+{
+	if (trace_t0)
+		fprintf(stderr, "vmmu-run: trace: %8.1f us  %s\n", (double)(now_ns() - trace_t0) / 1e3, what);
 }
 
 bool page_is_zero(const void *p)
@@ -106,6 +115,7 @@ int machine_create(struct machine *m, const char *backend, uint32_t dirty_mode, 
 	ret = vmmu_vm_create(&m->vm, backend, &o);
 	if (ret)
 		return ret;
+	trace("VM created");
 	if (!strcmp(vmmu_vm_backend_name(m->vm), "soft"))
 		return -ENOEXEC; /* the soft machine has an MMU but no instruction emulator */
 	/*
@@ -116,12 +126,23 @@ int machine_create(struct machine *m, const char *backend, uint32_t dirty_mode, 
 	ret = vmmu_guestmem_init(&m->ram, mem_size, prefault ? VMMU_GUESTMEM_PREFAULT : 0);
 	if (ret)
 		return ret;
+	/*
+	 * The first 2 MiB (descriptors, tables, image, stack) with small pages:
+	 * vmmu-run writes a few KiB there before the guest runs, and a huge page
+	 * would have the host zero all 2 MiB first (0.6-1 ms here, a third of a
+	 * boot). The work area above keeps its huge pages.
+	 */
+	if (!prefault && mem_size > GUEST_WORK_GPA)
+		madvise(m->ram.hva, GUEST_WORK_GPA, MADV_NOHUGEPAGE); /* advice only: fine to fail */
+	trace("guest RAM mapped");
 	ret = vmmu_vm_memslot_add(m->vm, 0, 0, mem_size, m->ram.hva, 0);
 	if (ret)
 		return ret;
+	trace("memslot added");
 	ret = vmmu_vcpu_create(m->vm, 0, &m->vcpu);
 	if (ret)
 		return ret;
+	trace("vCPU created");
 	/* The end-of-pass doorbell is an ioeventfd: the guest's OUT never leaves the kernel. */
 	m->pass_fd = eventfd(0, EFD_CLOEXEC);
 	if (m->pass_fd < 0)
@@ -227,9 +248,11 @@ int machine_load_guest(struct machine *m, const struct workload *w)
 	 */
 	memcpy(ram + GUEST_TSS_GPA + 0x66, &(uint16_t){ TSS_IOMAP }, 2);
 	ram[GUEST_TSS_GPA + TSS_IOMAP + 8192] = 0xff;
+	trace("image and descriptors written");
 	ret = build_tables(m, &cr3);
 	if (ret)
 		return ret;
+	trace("page tables built");
 
 	ret = vmmu_vcpu_get_sregs(m->vcpu, &s);
 	if (ret)
@@ -259,8 +282,10 @@ int machine_load_guest(struct machine *m, const struct workload *w)
 
 static void serial_out(struct machine *m, const uint8_t *data, size_t n)
 {
-	if (!m->first_output_ns)
+	if (!m->first_output_ns) {
 		m->first_output_ns = now_ns();
+		trace("first guest output");
+	}
 	while (n) {
 		ssize_t w = write(STDOUT_FILENO, data, n);
 
@@ -360,6 +385,7 @@ static void *vcpu_thread(void *arg)
 	struct machine *m = arg;
 	struct vmmu_exit e;
 
+	trace("vCPU thread runs");
 	for (;;) {
 		int ret = vmmu_vcpu_run(m->vcpu, &e);
 

@@ -291,6 +291,16 @@ static int run_loop(struct loop *l, struct machine **mp, const struct options *o
 	return status;
 }
 
+static int start_loop(struct loop **l)
+{
+	int ret = loop_create(l);
+
+	trace("io_uring set up");
+	if (ret)
+		msg("io_uring: %s", strerror(-ret));
+	return ret;
+}
+
 int main(int argc, char **argv)
 {
 	uint64_t t0 = now_ns();
@@ -301,12 +311,12 @@ int main(int argc, char **argv)
 
 	if (ret)
 		return ret;
+	if (getenv("VMMU_RUN_TRACE"))
+		trace_t0 = t0;
 	signal(SIGPIPE, SIG_IGN);
-	ret = loop_create(&l);
-	if (ret) {
-		msg("io_uring: %s", strerror(-ret));
+	/* The event loop is first needed by --listen, or else once the guest runs: it is set up meanwhile. */
+	if (o.mode == LISTEN && start_loop(&l))
 		return EXIT_INTERNAL;
-	}
 	m = calloc(1, sizeof(*m));
 	if (!m) {
 		ret = EXIT_INTERNAL;
@@ -336,8 +346,14 @@ int main(int argc, char **argv)
 
 		if (err)
 			msg("dropping capabilities failed: %s (going on)", strerror(-err));
+		trace("capabilities dropped");
 	}
 	if (machine_resume(m)) {
+		ret = EXIT_INTERNAL;
+		goto out;
+	}
+	trace("vCPU thread started");
+	if (!l && start_loop(&l)) {
 		ret = EXIT_INTERNAL;
 		goto out;
 	}

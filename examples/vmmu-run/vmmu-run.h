@@ -99,6 +99,9 @@ int machine_get_state(struct machine *m, struct vcpu_state *s);
 int machine_set_state(struct machine *m, const struct vcpu_state *s);
 enum machine_state machine_state(struct machine *m);
 uint64_t now_ns(void);
+/* VMMU_RUN_TRACE=1 in the environment: the startup timeline on stderr, in us since main(). */
+extern uint64_t trace_t0;
+void trace(const char *what);
 void msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 bool page_is_zero(const void *p);
 
