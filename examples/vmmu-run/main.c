@@ -27,7 +27,8 @@ static const char usage[] =
 	"  --restore FILE           resume a saved guest\n"
 	"  --dirty-log MODE         bitmap (default), manual or ring: how migration finds dirty pages\n"
 	"  --ring-entries N         dirty ring size per vCPU (a power of two >= 256; default 4096)\n"
-	"  --after MS               run this long before migrating or saving (default 100)\n"
+	"  --after MS               after the guest's first workload pass, run this long\n"
+	"                           before migrating or saving (default 100)\n"
 	"  --max-downtime MS        stop-and-copy once the rest fits in this (default 20)\n"
 	"  --max-rounds N           pre-copy rounds at most (default 30)\n"
 	"  --mem MIB                work area of the guest, a power of two (default 16); RAM is 2 MiB more\n"
@@ -215,8 +216,6 @@ static int run_loop(struct loop *l, struct machine **mp, const struct options *o
 
 	if (loop_watch(l, m->event_fd, TAG_MACHINE) || loop_watch(l, m->pass_fd, TAG_PASS))
 		return EXIT_INTERNAL;
-	if (!acted && loop_timer(l, o->after_ms * 1000000ULL))
-		return EXIT_INTERNAL;
 	for (;;) {
 		enum loop_tag tag;
 		uint64_t n;
@@ -228,6 +227,13 @@ static int run_loop(struct loop *l, struct machine **mp, const struct options *o
 			return EXIT_INTERNAL;
 		}
 		if (tag == TAG_PASS) {
+			/*
+			 * --after counts from the end of the guest's first pass of its
+			 * workload, not from start-up: on a loaded host the guest may
+			 * not even have printed its greeting after a fixed delay.
+			 */
+			if (!acted && !passes && loop_timer(l, o->after_ms * 1000000ULL))
+				return EXIT_INTERNAL;
 			passes += n;
 			continue;
 		}

@@ -83,11 +83,18 @@ def case_bad_args():
 def case_migrate(mode):
     # ring: a small ring and a longer first round, so that ring-full exits happen
     extra = ["--ring-entries", "256", "--mem", "64"] if mode == "ring" else []
-    p = run(["--migrate", "--dirty-log", mode, "--after", "60"] + extra)
-    expect(p, 0, GREETING, b"round 1:", b"migrated in",
-           b"guest: resumed on a new VM: memory checksum ok", b"guest: done: memory checksum ok")
-    if mode == "ring" and b" 0 ring-full exits" in p.stderr:
-        fail("no ring-full exit happened with a 256-entry ring", p.stdout, p.stderr)
+    # Every attempt must migrate correctly. Whether the ring fills during the
+    # rounds depends on how much CPU the guest gets against the harvester, so a
+    # ring run without a ring-full exit is tried again (up to 3 runs) before
+    # the ring-full path counts as untested.
+    for attempt in range(3):
+        p = run(["--migrate", "--dirty-log", mode, "--after", "60"] + extra)
+        expect(p, 0, GREETING, b"round 1:", b"migrated in",
+               b"guest: resumed on a new VM: memory checksum ok", b"guest: done: memory checksum ok")
+        if mode != "ring" or b" 0 ring-full exits" not in p.stderr:
+            return
+        print("no ring-full exit in run %d; again" % (attempt + 1))
+    fail("no ring-full exit happened with a 256-entry ring in 3 runs", p.stdout, p.stderr)
 
 
 def start_listener(extra=()):
