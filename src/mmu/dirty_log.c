@@ -11,6 +11,15 @@
  * call returns, whenever anything was harvested (KVM's rule), so no write
  * through a stale writable translation can land after the caller read the
  * page contents without being logged.
+ *
+ * Finding the SPTEs: while the MMU has only direct pages (TDP), the 4 KiB
+ * leaves of a gfn live in the direct level-1 tables of its 512-page region,
+ * at index gfn % 512, and nowhere else. The bitmap arrives a 64-page word at a
+ * time, in order, so the tables of a region are looked up once in the page
+ * hash (eight words share them) and each reported bit is one load, plus one
+ * atomic AND where W is set. Huge leaves are taken from the rmaps once per
+ * region. Once an indirect (shadow) page exists, a gfn may also be mapped by
+ * indirect leaves, so every page goes through its rmap as before.
  */
 
 #include <errno.h>
