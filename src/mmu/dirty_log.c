@@ -11,16 +11,36 @@
  * call returns, whenever anything was harvested (KVM's rule), so no write
  * through a stale writable translation can land after the caller read the
  * page contents without being logged.
+ *
+ * Finding the SPTEs: while the MMU has only direct pages (TDP), the 4 KiB
+ * leaves of a gfn live in the direct level-1 tables of its 512-page region,
+ * at index gfn % 512, and nowhere else. The bitmap arrives a 64-page word at a
+ * time, in order, so the tables of a region are looked up once in the page
+ * hash (eight words share them) and each reported bit is one load, plus one
+ * atomic AND where W is set. Huge leaves are taken from the rmaps once per
+ * region. Once an indirect (shadow) page exists, a gfn may also be mapped by
+ * indirect leaves, so every page goes through its rmap as before.
  */
 
 #include <errno.h>
 
 #include "mmu_internal.h"
 
+/* Direct level-1 tables of one 512-page region remembered during a harvest (more: use the rmaps). */
+#define REARM_TABLES 4
+
 struct rearm_ctx {
 	struct vmmu_mmu *mmu;
-	uint64_t pages;
+	/* the region whose level-1 tables are in @table (~0: none yet) */
+	vmmu_gfn_t region;
+	unsigned int nr_table;        /* > REARM_TABLES: too many, fall back to the rmaps */
+	uint64_t *table[REARM_TABLES];
+	/* per level 2..3, the last region (gfn >> 9 * (level - 1)) of @slot whose huge leaves were made read-only */
+	struct mmu_slot *slot;
+	vmmu_gfn_t huge_done[VMMU_RMAP_MAX_LEVEL + 1];
 };
+
+#define REARM_CTX(m) { .mmu = (m), .region = ~0ULL }
 
 static void wrprot_head(struct vmmu_rmap_head *h)
 {
@@ -33,24 +53,98 @@ static void wrprot_head(struct vmmu_rmap_head *h)
 		spte_and(sptep, ~VMMU_SPTE_WRITABLE);
 }
 
+/*
+ * Find the direct level-1 tables mapping the 512 pages from @region. Under
+ * the lock they cannot change, so one hash-chain scan serves every word of
+ * the region. Only used while the MMU has no indirect page: then every 4 KiB
+ * leaf for a gfn sits in such a table (at index gfn % 512), nowhere else.
+ */
+static void load_region(struct rearm_ctx *c, vmmu_gfn_t region)
+{
+	c->region = region;
+	c->nr_table = 0;
+	for (struct mmu_page *sp = c->mmu->hash[mmu_hash_of(region)]; sp; sp = sp->hash_next) {
+		if (sp->gfn != region || sp->role.level != 1 || !sp->role.direct)
+			continue;
+		if (c->nr_table < REARM_TABLES)
+			c->table[c->nr_table] = mmu_page_spt(sp);
+		c->nr_table++;
+	}
+}
+
+/* Clear W on the present SPTEs at the indices set in @mask (bit b = index @first + b) of @spt. */
+static void wrprot_table_mask(uint64_t *spt, unsigned int first, uint64_t mask)
+{
+	uint64_t *p = spt + first;
+
+	for (; mask; mask &= mask - 1) {
+		uint64_t *sptep = p + __builtin_ctzll(mask);
+		uint64_t spte = spte_get(sptep);
+
+		/* non-present SPTEs (MMIO ones included) are left alone; read-only ones need no RMW */
+		if ((spte & (VMMU_SPTE_MMU_PRESENT | VMMU_SPTE_WRITABLE)) == (VMMU_SPTE_MMU_PRESENT | VMMU_SPTE_WRITABLE))
+			spte_and(sptep, ~VMMU_SPTE_WRITABLE);
+	}
+}
+
+/* Level-1 protection of the pages @mask from @gfn (all inside one 512-page region). */
+static void wrprot_4k(struct rearm_ctx *c, struct mmu_slot *s, vmmu_gfn_t gfn, uint64_t mask)
+{
+	vmmu_gfn_t region = gfn & ~(vmmu_gfn_t)511;
+
+	if (!mask)
+		return;
+	if (!c->mmu->has_indirect) {
+		if (region != c->region)
+			load_region(c, region);
+		if (c->nr_table <= REARM_TABLES) {
+			for (unsigned int t = 0; t < c->nr_table; t++)
+				wrprot_table_mask(c->table[t], (unsigned int)(gfn & 511), mask);
+			return;
+		}
+	}
+	for (uint64_t m = mask; m; m &= m - 1)
+		wrprot_head(mmu_rmap_head(s, gfn + (uint64_t)__builtin_ctzll(m), 1));
+}
+
+/* Huge leaves covering @first and @last (ordered) at each level, once per region while one slot is harvested. */
+static void wrprot_huge(struct rearm_ctx *c, struct mmu_slot *s, vmmu_gfn_t first, vmmu_gfn_t last)
+{
+	if (c->slot != s) {
+		c->slot = s;
+		for (int level = 0; level <= VMMU_RMAP_MAX_LEVEL; level++)
+			c->huge_done[level] = ~0ULL;
+	}
+	for (int level = 2; level <= VMMU_RMAP_MAX_LEVEL; level++) {
+		vmmu_gfn_t lo = first >> (9 * (level - 1)), hi = last >> (9 * (level - 1));
+
+		if (lo != c->huge_done[level])
+			wrprot_head(mmu_rmap_head(s, first, level));
+		if (hi != lo)
+			wrprot_head(mmu_rmap_head(s, last, level));
+		c->huge_done[level] = hi;
+	}
+}
+
 void mmu_rearm_dirty(uint32_t slot, uint64_t offset, uint64_t mask, void *opaque)
 {
 	struct rearm_ctx *c = opaque;
 	struct mmu_slot *s = slot < c->mmu->nr_slot ? c->mmu->slot[slot] : NULL;
-	vmmu_gfn_t first, last;
+	vmmu_gfn_t gfn;
+	unsigned int split;
 
 	if (!s || !mask)
 		return;
-	first = s->base_gfn + offset + (uint64_t)__builtin_ctzll(mask);
-	last = s->base_gfn + offset + 63 - (uint64_t)__builtin_clzll(mask);
-	c->pages += (uint64_t)__builtin_popcountll(mask);
-	for (uint64_t m = mask; m; m &= m - 1)
-		wrprot_head(mmu_rmap_head(s, s->base_gfn + offset + (uint64_t)__builtin_ctzll(m), 1));
-	for (int level = 2; level <= VMMU_RMAP_MAX_LEVEL; level++) {
-		wrprot_head(mmu_rmap_head(s, first, level));
-		if ((first ^ last) >> (9 * (level - 1)))
-			wrprot_head(mmu_rmap_head(s, last, level));
+	gfn = s->base_gfn + offset;
+	/* a slot base that is not 64-aligned makes a word straddle two regions */
+	split = 512 - (unsigned int)(gfn & 511);
+	if (likely(split >= 64)) {
+		wrprot_4k(c, s, gfn, mask);
+	} else {
+		wrprot_4k(c, s, gfn, mask & ((1ULL << split) - 1));
+		wrprot_4k(c, s, gfn + split, mask >> split);
 	}
+	wrprot_huge(c, s, gfn + (uint64_t)__builtin_ctzll(mask), gfn + 63 - (uint64_t)__builtin_clzll(mask));
 }
 
 bool mmu_slot_wrprot_all(struct vmmu_mmu *mmu, struct mmu_slot *s)
@@ -113,7 +207,7 @@ static void harvest_end(struct vmmu_mmu *mmu, int64_t n)
 
 int64_t vmmu_mmu_dirty_log_get(struct vmmu_mmu *mmu, uint32_t id, uint64_t *buf)
 {
-	struct rearm_ctx c = { .mmu = mmu };
+	struct rearm_ctx c = REARM_CTX(mmu);
 	struct mmu_slot *s;
 	int64_t n;
 
@@ -143,7 +237,7 @@ int64_t vmmu_mmu_dirty_log_peek(struct vmmu_mmu *mmu, uint32_t id, uint64_t *buf
 int64_t vmmu_mmu_dirty_log_clear(struct vmmu_mmu *mmu, uint32_t id, uint64_t first, uint64_t npages,
 				 const uint64_t *mask)
 {
-	struct rearm_ctx c = { .mmu = mmu };
+	struct rearm_ctx c = REARM_CTX(mmu);
 	struct mmu_slot *s;
 	int64_t n;
 
@@ -172,7 +266,7 @@ int vmmu_mmu_vcpu_dirty_harvest(struct vmmu_mmu_vcpu *v, struct vmmu_dirty_gfn *
 
 int vmmu_mmu_dirty_ring_reset(struct vmmu_mmu *mmu)
 {
-	struct rearm_ctx c;
+	struct rearm_ctx c = REARM_CTX(mmu);
 	int64_t n = 0;
 
 	if (!mmu) {
@@ -183,7 +277,6 @@ int vmmu_mmu_dirty_ring_reset(struct vmmu_mmu *mmu)
 		log_err("mmu: dirty_ring_reset: this MMU logs dirty pages in bitmaps");
 		return -EOPNOTSUPP;
 	}
-	c.mmu = mmu;
 	pthread_rwlock_rdlock(&mmu->slots_lock);
 	pthread_mutex_lock(&mmu->dirty_lock);
 	pthread_mutex_lock(&mmu->lock);

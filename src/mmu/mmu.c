@@ -629,7 +629,7 @@ struct mmu_page *mmu_page_alloc_cached(struct vmmu_mmu_vcpu *v)
 
 static unsigned int hash_of(vmmu_gfn_t gfn)
 {
-	return (unsigned int)((gfn * 0x9e3779b97f4a7c15ULL) >> (64 - MMU_HASH_SHIFT));
+	return mmu_hash_of(gfn);
 }
 
 static void hash_del(struct vmmu_mmu *mmu, struct mmu_page *sp)
@@ -663,6 +663,8 @@ struct mmu_page *mmu_get_page(struct vmmu_mmu_vcpu *v, vmmu_gfn_t gfn, union mmu
 	if (!sp)
 		return NULL;
 	*created = true;
+	if (!role.direct)
+		mmu->has_indirect = true;
 	sp->gfn = gfn;
 	sp->role = role;
 	sp->valid_gen = mmu->valid_gen;

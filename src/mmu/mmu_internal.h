@@ -212,9 +212,10 @@ struct vmmu_mmu {
 	pthread_mutex_t dirty_lock;
 	pthread_mutex_t lock;
 
-	struct mmu_page *hash[MMU_HASH_SIZE];
+	struct mmu_page *hash[MMU_HASH_SIZE];  /* bucket mmu_hash_of(gfn) */
 	struct mmu_page active;           /* list sentinel */
 	uint8_t valid_gen;                /* flipped by zap-all: older pages are obsolete */
+	bool has_indirect;                /* an indirect page was ever created (dirty_log.c: harvest via rmaps) */
 	uint64_t mmio_gen_seen;           /* low 19 bits of the generation at the last change */
 	struct vmmu_rmap_cache *cache;    /* for rmap removals outside a vCPU (zap, memslot change) */
 
@@ -297,6 +298,11 @@ static inline void walk_end(struct vmmu_mmu_vcpu *v)
 }
 
 /* ---- mmu.c ---- */
+/* The hash bucket of pages whose gfn is @gfn. */
+static inline unsigned int mmu_hash_of(vmmu_gfn_t gfn)
+{
+	return (unsigned int)((gfn * 0x9e3779b97f4a7c15ULL) >> (64 - MMU_HASH_SHIFT));
+}
 struct mmu_slot *mmu_slot_of(struct vmmu_mmu *mmu, vmmu_gfn_t gfn);       /* under slots_lock */
 struct vmmu_rmap_head *mmu_rmap_head(struct mmu_slot *s, vmmu_gfn_t gfn, int level);
 int mmu_topup_caches(struct vmmu_mmu_vcpu *v, unsigned int rmap_min);      /* without the lock */
