@@ -59,7 +59,8 @@ struct vmmu_vm {
 struct vmmu_vcpu {
 	struct vmmu_vm *vm;
 	uint32_t id;
-	bool destroyed; /* backend resources released; the handle refuses use */
+	bool destroyed;              /* backend resources released; the handle refuses use */
+	struct vmmu_paging *paging;  /* vmmu_vcpu_translate()'s context, kept between calls */
 };
 
 struct vm_ops {

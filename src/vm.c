@@ -13,7 +13,6 @@
 
 #include <libvmmu/hvf.h>
 #include <libvmmu/kvm.h>
-#include <libvmmu/soft.h>
 
 #include "backend.h"
 #include "vmmu-features.h"
@@ -174,6 +173,13 @@ void vm_finish(struct vmmu_vm *vm)
 	pthread_mutex_destroy(&vm->lock);
 }
 
+/* The vCPU's cached translation context (vmmu_vcpu_translate()). */
+static void vcpu_paging_free(struct vmmu_vcpu *vcpu)
+{
+	vmmu_paging_destroy(vcpu->paging);
+	vcpu->paging = NULL;
+}
+
 void vmmu_vm_destroy(struct vmmu_vm *vm)
 {
 	if (!vm)
@@ -183,6 +189,7 @@ void vmmu_vm_destroy(struct vmmu_vm *vm)
 
 		if (!v->destroyed)
 			vm->ops->vcpu_release(v);
+		vcpu_paging_free(v);
 		vm->ops->vcpu_free(v);
 	}
 	vm->nr_vcpus = 0;
@@ -421,6 +428,7 @@ int vmmu_vcpu_create(struct vmmu_vm *vm, uint32_t id, struct vmmu_vcpu **out)
 	v->vm = vm;
 	v->id = id;
 	v->destroyed = false;
+	v->paging = NULL;
 	vm->vcpus[vm->nr_vcpus++] = v;
 	*out = v;
 out:
@@ -437,6 +445,7 @@ void vmmu_vcpu_destroy(struct vmmu_vcpu *vcpu)
 	if (vcpu->vm->opts.dirty_mode == VMMU_DIRTY_RING && vcpu->vm->ops->dirty_ring_harvest)
 		vcpu->vm->ops->dirty_ring_harvest(vcpu);
 	vcpu->vm->ops->vcpu_release(vcpu);
+	vcpu_paging_free(vcpu);
 	vcpu->destroyed = true;
 	pthread_mutex_unlock(&vcpu->vm->lock);
 }
@@ -497,36 +506,42 @@ int vmmu_vcpu_translate(struct vmmu_vcpu *vcpu, vmmu_gva_t gva, uint32_t access,
 
 	if (ret)
 		return ret;
-#if VMMU_HAVE_WALKER
 	struct vmmu_paging_regs pr = { 0 };
 	struct vmmu_sregs s;
 	struct vmmu_regs r;
-	struct vmmu_paging *ctx;
 
 	ret = vcpu->vm->ops->get_sregs(vcpu, &s);
-	if (!ret)
-		ret = vcpu->vm->ops->get_regs(vcpu, &r);
 	if (ret)
 		return ret;
+	/* RFLAGS matters only for SMAP (AC): spare the second register read otherwise. */
+	if (s.cr4 & VMMU_CR4_SMAP) {
+		ret = vcpu->vm->ops->get_regs(vcpu, &r);
+		if (ret)
+			return ret;
+		pr.rflags = r.rflags;
+	}
 	pr.cr0 = s.cr0;
 	pr.cr3 = s.cr3;
 	pr.cr4 = s.cr4;
 	pr.efer = s.efer;
-	pr.rflags = r.rflags;
 	pr.maxphyaddr = vcpu->vm->caps.maxphyaddr;
 	pr.flags = vcpu->vm->paging_flags;
-	ret = vmmu_paging_create(&ctx, vcpu->vm->slots, &pr);
+	/*
+	 * The context is kept per vCPU and updated from the registers each time.
+	 * Not for PAE: its PDPTE registers were loaded by the guest's last CR3
+	 * write, which the registers alone do not show; rebuild (load from CR3).
+	 */
+	if (vcpu->paging && !(s.efer & VMMU_EFER_LMA) && (s.cr0 & VMMU_CR0_PG) && (s.cr4 & VMMU_CR4_PAE)) {
+		vmmu_paging_destroy(vcpu->paging);
+		vcpu->paging = NULL;
+	}
+	if (vcpu->paging)
+		ret = vmmu_paging_update(vcpu->paging, &pr);
+	else
+		ret = vmmu_paging_create(&vcpu->paging, vcpu->vm->slots, &pr);
 	if (ret)
 		return ret;
-	ret = vmmu_walk(ctx, gva, access, res);
-	vmmu_paging_destroy(ctx);
-	return ret;
-#else
-	(void)gva;
-	(void)access;
-	log_err("vcpu: translate: this library was built without the guest page walker");
-	return -EOPNOTSUPP;
-#endif
+	return vmmu_walk(vcpu->paging, gva, access, res);
 }
 
 /* ---------------------------------------------------------- dirty logs */
@@ -938,51 +953,5 @@ int vmmu_kvm_translate(struct vmmu_vcpu *vcpu, vmmu_gva_t gva, vmmu_gpa_t *gpa, 
 bool vmmu_vm_is_hvf(const struct vmmu_vm *vm)
 {
 	return false;
-}
-#endif
-
-#if !VMMU_HAVE_SOFT
-static int soft_not_built(const char *what)
-{
-	log_err("soft: %s: the soft backend is not built into this library", what);
-	return -EINVAL;
-}
-
-bool vmmu_vm_is_soft(const struct vmmu_vm *vm)
-{
-	return false;
-}
-
-int vmmu_soft_vm_create(struct vmmu_vm **out, const struct vmmu_vm_options *opts,
-			const struct vmmu_mmu_options *mmu_opts)
-{
-	log_err("soft: vm_create: the soft backend is not built into this library");
-	return -ENODEV;
-}
-
-int vmmu_soft_access(struct vmmu_vcpu *vcpu, vmmu_gva_t gva, unsigned int size, unsigned int kind,
-		     unsigned int cpl, void *data, struct vmmu_soft_result *res)
-{
-	return soft_not_built("access");
-}
-
-int vmmu_soft_invlpg(struct vmmu_vcpu *vcpu, vmmu_gva_t gva)
-{
-	return soft_not_built("invlpg");
-}
-
-int vmmu_soft_set_mmio_handler(struct vmmu_vm *vm, vmmu_soft_mmio_fn fn, void *opaque)
-{
-	return soft_not_built("set_mmio_handler");
-}
-
-struct vmmu_mmu *vmmu_soft_mmu(struct vmmu_vm *vm)
-{
-	return NULL;
-}
-
-int vmmu_soft_vcpu_stats(struct vmmu_vcpu *vcpu, struct vmmu_soft_stats *stats)
-{
-	return soft_not_built("vcpu_stats");
 }
 #endif

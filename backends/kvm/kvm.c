@@ -123,9 +123,7 @@ static void probe_caps(struct kvm_vm *k)
 	}
 	if (check_cap(k, KVM_CAP_IOEVENTFD))
 		c->flags |= VMMU_CAP_NOTIFIER;
-#if VMMU_HAVE_WALKER
 	c->flags |= VMMU_CAP_TRANSLATE;
-#endif
 	r = check_cap(k, KVM_CAP_MAX_VCPUS);
 	if (r <= 0)
 		r = check_cap(k, KVM_CAP_NR_VCPUS);

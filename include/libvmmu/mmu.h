@@ -180,8 +180,10 @@ struct vmmu_fault_result {
  * Tops up the vCPU's caches first (outside the MMU lock). On -ENOMEM nothing
  * changed anywhere.
  *
- * Return: a vmmu_fault_outcome; -EINVAL (NULL @vcpu, @gpa past MAXPHYADDR);
- * -ENOMEM; -EFAULT (a misconfiguration that is not an MMIO SPTE: an MMU bug, logged).
+ * A reserved-bit fault that finds no MMIO SPTE (the entry was zapped or
+ * replaced meanwhile) is VMMU_FAULT_RETRY.
+ *
+ * Return: a vmmu_fault_outcome; -EINVAL (NULL @vcpu, @gpa past MAXPHYADDR); -ENOMEM.
  */
 VMMU_API int vmmu_mmu_page_fault(struct vmmu_mmu_vcpu *vcpu, vmmu_gpa_t gpa, uint64_t error_code,
 				 struct vmmu_fault_result *res);
@@ -247,7 +249,7 @@ VMMU_API int vmmu_mmu_zap_all(struct vmmu_mmu *mmu);
  * accessed SPTE (kvm_age_gfn / kvm_test_age_gfn); with @clear, also make them
  * old (clear A, or access-track when A/D is off). Runs without the MMU lock,
  * through the rmap lock bit. No TLB flush (aging accepts false negatives).
- * Return: young frames (huge mappings count once); -EINVAL.
+ * Return: young mappings (SPTEs: a huge one counts once); -EINVAL.
  */
 VMMU_API int64_t vmmu_mmu_age_gfn_range(struct vmmu_mmu *mmu, vmmu_gfn_t start, vmmu_gfn_t end, bool clear);
 

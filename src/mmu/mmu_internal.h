@@ -26,11 +26,17 @@
  *               another harvest can find the same SPTE already read-only.
  *   lock        the MMU lock (mutex): every structural change of the tables,
  *               rmaps and shadow pages. Nothing allocates under it: callers
- *               top up per-vCPU caches (mmu_topup_caches()) before taking it,
- *               and return RETRY after a refill when a cache ran dry.
+ *               top up per-vCPU caches (mmu_topup_caches()) before taking it;
+ *               a step that finds a cache too small returns -EAGAIN with what
+ *               it needs, the caller drops the lock, refills and starts over
+ *               (the slow path does this a few times, then reports -ENOMEM).
  *   rmap head lock bit  taken by rmap writers (under lock) and lockless readers.
+ *   flush_lock  one flush at a time (mmu_flush_commit() may run under lock).
+ *   vcpus_lock  the vCPU list (flush waits, statistics, ring reset).
  *   ring_lock   per vCPU: its ring's producer side (push and reset).
- *   flush_lock, free_lock, vcpus_lock  leaves: flush bookkeeping.
+ *   free_lock   the list of zapped pages waiting for their flush.
+ * So: slots_lock > dirty_lock > lock > flush_lock > vcpus_lock > ring_lock,
+ * with free_lock a leaf. A vCPU inside a walk section holds none of them.
  *
  * SPTE updates: leaf SPTEs that may change under the lock holder (the fast
  * path sets W, hardware sets A/D, aging clears A) are changed with atomic
@@ -41,7 +47,17 @@
  * read tables without the lock between walk_begin() and walk_end() on their
  * vCPU. A TLB flush (mmu_flush_commit()) calls the backend, then waits until
  * every vCPU that was inside a walk has left it; tables zapped before the
- * flush are freed only after that. A walk section never blocks on a lock.
+ * flush are freed only after that. A walk section never blocks on a lock and
+ * never calls anything that may flush (it would wait for itself).
+ *
+ * Faults: vmmu_mmu_page_fault() fills a struct mmu_fault (below) and runs the
+ * MMIO check, the fast path (direct roots only: a shadow root's gfn -> pfn
+ * link may change under a lockless writer) and the slow path. The shadow part
+ * adds its own entry for guest-virtual faults: walk the guest tables (vCPU
+ * guest state in vmmu_mmu_vcpu.guest), find or create indirect pages with
+ * mmu_get_page() (sp->shadowed records each SPTE's gfn and access), link them
+ * with mmu_link_page(), install leaves with mmu_set_leaf(), and
+ * write-protect shadowed guest tables with mmu_wrprot_gfn_for_shadowing().
  *
  * TLB flush requests (mmu_flush_request()) are counted, coalesced and
  * performed by mmu_flush_commit(), normally right after the lock is dropped:

@@ -126,6 +126,31 @@ static void test_guest_paging(void **state)
 	env_destroy(&e);
 }
 
+/*
+ * With EPT A/D on, the CPU's accesses to guest page tables are writes for EPT:
+ * a walk through tables in a logging slot dirties the table pages (and
+ * only the data page the access wrote).
+ */
+static void test_guest_table_walk_dirties_tables(void **state)
+{
+	struct soft_env e;
+	uint64_t v = 1, bm[16];
+
+	(void)state;
+	env_create(&e, VMMU_DIRTY_GET_CLEAR, 0, 0, 4 << 20, VMMU_MEMSLOT_LOG_DIRTY, 1, NULL);
+	build_guest_tables(&e);
+	assert_int_equal(vmmu_soft_access(e.vcpu[0], 0x400000, 8, VMMU_SOFT_READ, 3, &v, NULL), VMMU_SOFT_OK);
+	assert_int_equal(vmmu_vm_dirty_get(e.vm, 0, bm), 0);
+	assert_int_equal(vmmu_soft_invlpg(e.vcpu[0], 0x400000), 0);
+	assert_int_equal(vmmu_soft_access(e.vcpu[0], 0x400000, 8, VMMU_SOFT_READ, 3, &v, NULL), VMMU_SOFT_OK);
+	assert_int_equal(vmmu_vm_dirty_get(e.vm, 0, bm), 0);
+	/* PML4, PDPT, PD, PT at gfns 0x100..0x103; the data page 0x200 was only read */
+	assert_int_equal(bm[0x100 / 64], 0xfULL << (0x100 % 64));
+	assert_int_equal(bm[0x200 / 64], 0);
+	assert_int_equal(vmmu_mmu_audit(e.mmu), 0);
+	env_destroy(&e);
+}
+
 /* A zap is followed by a flush: the next access walks again and faults. */
 static void test_zap_flushes_tlb(void **state)
 {
@@ -239,6 +264,7 @@ int main(void)
 		cmocka_unit_test(test_map_read_write),
 		cmocka_unit_test(test_misaligned_slot_maps_small),
 		cmocka_unit_test(test_guest_paging),
+		cmocka_unit_test(test_guest_table_walk_dirties_tables),
 		cmocka_unit_test(test_zap_flushes_tlb),
 		cmocka_unit_test(test_readonly_slot),
 		cmocka_unit_test(test_gib_leaf_and_split),

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <string.h>
 
 #include "soft/soft_helpers.h"
 #include "mmu/mmu_internal.h"
@@ -18,7 +19,8 @@ static void free_hook(struct mmu_page *sp, uint64_t flush_done, uint64_t free_ta
 {
 	(void)sp;
 	atomic_fetch_add(&frees, 1);
-	if (flush_done < free_tag)
+	/* a page is tagged with the flush request made when it was zapped (>= 1): freed once that flush is done */
+	if (!free_tag || flush_done < free_tag)
 		atomic_fetch_add(&early_frees, 1);
 }
 
@@ -161,6 +163,87 @@ static void test_wrprot_for_shadowing_flushes_under_lock(void **state)
 	env_destroy(&e);
 }
 
+/* Memslot delete and move: roots go obsolete, the moved memory is found at its new address only. */
+static void test_memslot_move_delete(void **state)
+{
+	struct vmmu_guestmem m2;
+	struct soft_env e;
+	uint64_t v = 0;
+
+	(void)state;
+	env_create(&e, VMMU_DIRTY_GET_CLEAR, 0, 0, 2 << 20, 0, 1, NULL);
+	assert_int_equal(vmmu_guestmem_init(&m2, 2 << 20, 0), 0);
+	*(uint64_t *)m2.hva = 77;
+	assert_int_equal(vmmu_vm_memslot_add(e.vm, 1, 0x10000000, 2 << 20, m2.hva, 0), 0);
+	assert_int_equal(env_read64(&e, 0, 0x10000000), 77);
+	assert_int_equal(vmmu_mmu_memslot_move(e.mmu, 1, 0x20000000), 0);
+	assert_int_equal(vmmu_soft_access(e.vcpu[0], 0x10000000, 8, VMMU_SOFT_READ, 0, &v, NULL), VMMU_SOFT_MMIO);
+	assert_int_equal(env_read64(&e, 0, 0x20000000), 77);
+	assert_int_equal(vmmu_mmu_audit(e.mmu), 0);
+	assert_int_equal(vmmu_mmu_memslot_delete(e.mmu, 1), 0);
+	assert_int_equal(vmmu_soft_access(e.vcpu[0], 0x20000000, 8, VMMU_SOFT_READ, 0, &v, NULL), VMMU_SOFT_MMIO);
+	assert_int_equal(env_read64(&e, 0, 0x1000), 0);
+	assert_int_equal(vmmu_mmu_audit(e.mmu), 0);
+	env_destroy(&e);
+	vmmu_guestmem_finish(&m2);
+}
+
+struct churn {
+	struct soft_env *e;
+	_Atomic bool stop;
+	_Atomic uint64_t ok, mmio;
+};
+
+static void *churn_reader(void *opaque)
+{
+	struct churn *c = opaque;
+	uint64_t seed = 99;
+
+	while (!atomic_load(&c->stop)) {
+		uint64_t r = test_rand64(&seed), d = r;
+		uint64_t gpa = (r & 1) ? 0x10000000 + ((r >> 1) % 512) * 4096 : ((r >> 1) % 512) * 4096;
+		int ret = vmmu_soft_access(c->e->vcpu[0], gpa, 8, (r & 2) ? VMMU_SOFT_WRITE : VMMU_SOFT_READ, 0, &d, NULL);
+
+		if (ret == VMMU_SOFT_OK)
+			atomic_fetch_add(&c->ok, 1);
+		else if (ret == VMMU_SOFT_MMIO && gpa >= 0x10000000)
+			atomic_fetch_add(&c->mmio, 1);
+		else
+			abort();
+	}
+	return NULL;
+}
+
+/* A vCPU keeps accessing while another thread adds, flags, moves and deletes a slot (ASan: no use after free). */
+static void test_memslot_churn_while_running(void **state)
+{
+	struct churn c;
+	struct soft_env e;
+	struct vmmu_guestmem m2;
+	pthread_t th;
+
+	(void)state;
+	memset(&c, 0, sizeof(c));
+	c.e = &e;
+	env_create(&e, VMMU_DIRTY_GET_CLEAR, 0, 0, 2 << 20, 0, 1, NULL);
+	assert_int_equal(vmmu_guestmem_init(&m2, 2 << 20, 0), 0);
+	assert_int_equal(pthread_create(&th, NULL, churn_reader, &c), 0);
+	for (int i = 0; i < 300; i++) {
+		assert_int_equal(vmmu_vm_memslot_add(e.vm, 1, 0x10000000, 2 << 20, m2.hva, 0), 0);
+		sched_yield();
+		assert_int_equal(vmmu_vm_memslot_set_flags(e.vm, 1, VMMU_MEMSLOT_LOG_DIRTY), 0);
+		sched_yield();
+		assert_int_equal(vmmu_vm_memslot_remove(e.vm, 1), 0);
+		sched_yield();
+	}
+	atomic_store(&c.stop, true);
+	pthread_join(th, NULL);
+	assert_true(atomic_load(&c.ok) > 0);
+	assert_int_equal(vmmu_mmu_audit(e.mmu), 0);
+	env_destroy(&e);
+	vmmu_guestmem_finish(&m2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -168,6 +251,8 @@ int main(void)
 		cmocka_unit_test(test_zap_while_walking),
 		cmocka_unit_test(test_aging),
 		cmocka_unit_test(test_wrprot_for_shadowing_flushes_under_lock),
+		cmocka_unit_test(test_memslot_move_delete),
+		cmocka_unit_test(test_memslot_churn_while_running),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
