@@ -49,7 +49,11 @@ soak() { # name binary
 		pages=$((pages + $(awk '/pages reported/ { for (i = 1; i < NF; i++) if ($(i + 1) == "pages") s += $i } END { print s + 0 }' "$out")))
 		rm -f "$out"
 	done
-	echo "$name: $runs runs in ${secs}s, $writes writes checked, $pages pages reported and checked, $lost lost"
+	if [ "$writes" -gt 0 ]; then
+		echo "$name: $runs runs in ${secs}s, $writes writes checked, $lost lost"
+	else # the KVM test checks each run's pages itself: a lost write fails the run
+		echo "$name: $runs runs in ${secs}s, $pages pages reported and checked, 0 lost"
+	fi
 	[ "$lost" -eq 0 ]
 }
 
