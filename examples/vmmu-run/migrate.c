@@ -679,9 +679,7 @@ static int receive(struct reader *r, const char *backend, struct machine *dst, b
 		msg("refused: %s", why);
 		return EXIT_PROTOCOL;
 	}
-	if (h.check != hash64(&h, offsetof(struct stream_header, check), 0) || h.header_size != sizeof(h) ||
-	    h.page_size != PAGE_SIZE || h.state_size != sizeof(vs) || h.mem_size < GUEST_WORK_GPA + (2 << 20) ||
-	    h.mem_size > GUEST_WORK_GPA + (1ULL << 36) || h.mem_size % PAGE_SIZE) {
+	if (!stream_header_ok(&h, sizeof(vs), GUEST_WORK_GPA + (2 << 20), GUEST_WORK_GPA + (1ULL << 36))) {
 		refuse(r->fd, NAK_FORMAT, "bad stream header");
 		msg("refused: bad stream header (check, sizes or RAM size %llu)", (unsigned long long)h.mem_size);
 		return EXIT_PROTOCOL;
@@ -707,22 +705,18 @@ static int receive(struct reader *r, const char *backend, struct machine *dst, b
 		if (ret)
 			goto broken;
 		memcpy(&rec, reader_take(r, sizeof(rec)), sizeof(rec));
-		if (rec.len > MAX_RUN || rec.type < REC_PAGE || rec.type > REC_END) {
+		/* Where a record may go is checked before its payload is read. */
+		int fault = stream_record_ok(&rec, &h, sizeof(vs), records, have_state);
+		bool page = rec.type == REC_PAGE;
+
+		if (fault == STREAM_CORRUPT) {
 			snprintf(why, sizeof(why), "corrupt record %llu (type %u, %u bytes)",
 				 (unsigned long long)records, rec.type, rec.len);
 			refuse(r->fd, NAK_FORMAT, why);
 			msg("refused: %s", why);
 			return EXIT_PROTOCOL;
 		}
-		/* Where a record may go is checked before its payload is read. */
-		bool page = rec.type == REC_PAGE, zero = rec.type == REC_ZERO;
-		bool bad = ((page || zero) && (rec.arg % PAGE_SIZE || rec.arg >= h.mem_size)) ||
-			   (page && (!rec.len || rec.len % PAGE_SIZE || rec.len > h.mem_size - rec.arg)) ||
-			   (!page && rec.type != REC_STATE && rec.len) ||
-			   (rec.type == REC_STATE && rec.len != sizeof(vs)) ||
-			   (rec.type == REC_END && (rec.arg != records || !have_state));
-
-		if (bad) {
+		if (fault) {
 			snprintf(why, sizeof(why), "inconsistent record %llu (type %u)", (unsigned long long)records,
 				 rec.type);
 			refuse(r->fd, NAK_FORMAT, why);

@@ -7,6 +7,7 @@
 #ifndef VMMU_RUN_STREAM_H
 #define VMMU_RUN_STREAM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -79,6 +80,41 @@ static inline uint64_t hash64(const void *data, size_t len, uint64_t seed)
 static inline uint64_t record_check(const struct record *r, const void *payload)
 {
 	return hash64(payload, r->len, ((uint64_t)r->type | (uint64_t)r->len << 32) ^ (r->arg * 0x100000001b3ULL));
+}
+
+/*
+ * The destination's checks, kept free of I/O so that tests/fuzz/fuzz_stream.c
+ * drives them from a buffer. stream_header_ok(): the sizes and check of a
+ * header whose magic and version were accepted; RAM must be a whole number of
+ * pages in [@min_mem, @max_mem]. stream_record_ok(): may record number
+ * @records (header @rec, payload not read yet) be accepted? Returns 0, or
+ * STREAM_CORRUPT (unknown type, payload longer than MAX_RUN) or
+ * STREAM_INCONSISTENT (a page outside RAM, a length its type does not allow,
+ * an END that does not count the records or comes before the vCPU state).
+ */
+enum { STREAM_OK = 0, STREAM_CORRUPT = 1, STREAM_INCONSISTENT = 2 };
+
+static inline bool stream_header_ok(const struct stream_header *h, uint32_t state_size, uint64_t min_mem,
+				    uint64_t max_mem)
+{
+	return h->check == hash64(h, offsetof(struct stream_header, check), 0) && h->header_size == sizeof(*h) &&
+	       h->page_size == 4096 && h->state_size == state_size && h->mem_size >= min_mem &&
+	       h->mem_size <= max_mem && h->mem_size % 4096 == 0;
+}
+
+static inline int stream_record_ok(const struct record *rec, const struct stream_header *h, uint32_t state_size,
+				   uint64_t records, bool have_state)
+{
+	bool page = rec->type == REC_PAGE, zero = rec->type == REC_ZERO;
+
+	if (rec->len > MAX_RUN || rec->type < REC_PAGE || rec->type > REC_END)
+		return STREAM_CORRUPT;
+	if (((page || zero) && (rec->arg % 4096 || rec->arg >= h->mem_size)) ||
+	    (page && (!rec->len || rec->len % 4096 || rec->len > h->mem_size - rec->arg)) ||
+	    (!page && rec->type != REC_STATE && rec->len) || (rec->type == REC_STATE && rec->len != state_size) ||
+	    (rec->type == REC_END && (rec->arg != records || !have_state)))
+		return STREAM_INCONSISTENT;
+	return STREAM_OK;
 }
 
 #endif
