@@ -324,6 +324,12 @@ static int age_one(uint64_t *sptep, void *opaque)
 	return 0;
 }
 
+static void age_head(struct vmmu_mmu *mmu, struct vmmu_rmap_head *h, void *opaque)
+{
+	(void)mmu;
+	vmmu_rmap_walk_lockless(h, age_one, opaque);
+}
+
 int64_t vmmu_mmu_age_gfn_range(struct vmmu_mmu *mmu, vmmu_gfn_t start, vmmu_gfn_t end, bool clear)
 {
 	struct age_ctx c = { .clear = clear };
@@ -334,21 +340,7 @@ int64_t vmmu_mmu_age_gfn_range(struct vmmu_mmu *mmu, vmmu_gfn_t start, vmmu_gfn_
 	}
 	c.fmt = &mmu->fmt;
 	pthread_rwlock_rdlock(&mmu->slots_lock);
-	for (uint32_t i = 0; i < mmu->nr_slot; i++) {
-		struct mmu_slot *s = mmu->slot[i];
-		vmmu_gfn_t lo, hi;
-
-		if (!s)
-			continue;
-		lo = start > s->base_gfn ? start : s->base_gfn;
-		hi = end < s->base_gfn + s->npages ? end : s->base_gfn + s->npages;
-		for (int level = 1; level <= VMMU_RMAP_MAX_LEVEL && lo < hi; level++) {
-			uint64_t step = level_pages(level);
-
-			for (vmmu_gfn_t g = lo; g < hi; g = (g & ~(step - 1)) + step)
-				vmmu_rmap_walk_lockless(mmu_rmap_head(s, g, level), age_one, &c);
-		}
-	}
+	mmu_for_each_rmap_head(mmu, start, end, age_head, &c);
 	pthread_rwlock_unlock(&mmu->slots_lock);
 	return c.young;
 }

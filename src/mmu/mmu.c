@@ -981,16 +981,10 @@ bool mmu_wrprot_gfn_for_shadowing(struct vmmu_mmu *mmu, struct mmu_slot *slot, v
 
 /* ------------------------------------------------------------------ zap */
 
-int64_t vmmu_mmu_zap_gfn_range(struct vmmu_mmu *mmu, vmmu_gfn_t start, vmmu_gfn_t end)
+void mmu_for_each_rmap_head(struct vmmu_mmu *mmu, vmmu_gfn_t start, vmmu_gfn_t end,
+			    void (*fn)(struct vmmu_mmu *mmu, struct vmmu_rmap_head *head, void *opaque),
+			    void *opaque)
 {
-	int64_t n = 0;
-
-	if (!mmu || start > end) {
-		log_err("mmu: zap_gfn_range: NULL MMU or empty range");
-		return -EINVAL;
-	}
-	pthread_rwlock_rdlock(&mmu->slots_lock);
-	pthread_mutex_lock(&mmu->lock);
 	for (uint32_t i = 0; i < mmu->nr_slot; i++) {
 		struct mmu_slot *s = mmu->slot[i];
 		vmmu_gfn_t lo, hi;
@@ -1003,18 +997,35 @@ int64_t vmmu_mmu_zap_gfn_range(struct vmmu_mmu *mmu, vmmu_gfn_t start, vmmu_gfn_
 			uint64_t step = level_pages(level);
 
 			/* each head of the level that covers part of [lo, hi) */
-			for (vmmu_gfn_t g = lo; g < hi; g = (g & ~(step - 1)) + step) {
-				struct vmmu_rmap_head *h = mmu_rmap_head(s, g, level);
-				struct vmmu_rmap_iter it;
-				uint64_t *sptep;
-
-				while ((sptep = vmmu_rmap_iter_first(&it, h))) {
-					mmu_zap_spte(mmu, sptep);
-					n++;
-				}
-			}
+			for (vmmu_gfn_t g = lo; g < hi; g = (g & ~(step - 1)) + step)
+				fn(mmu, mmu_rmap_head(s, g, level), opaque);
 		}
 	}
+}
+
+static void zap_head(struct vmmu_mmu *mmu, struct vmmu_rmap_head *h, void *opaque)
+{
+	int64_t *n = opaque;
+	struct vmmu_rmap_iter it;
+	uint64_t *sptep;
+
+	while ((sptep = vmmu_rmap_iter_first(&it, h))) {
+		mmu_zap_spte(mmu, sptep);
+		(*n)++;
+	}
+}
+
+int64_t vmmu_mmu_zap_gfn_range(struct vmmu_mmu *mmu, vmmu_gfn_t start, vmmu_gfn_t end)
+{
+	int64_t n = 0;
+
+	if (!mmu || start > end) {
+		log_err("mmu: zap_gfn_range: NULL MMU or empty range");
+		return -EINVAL;
+	}
+	pthread_rwlock_rdlock(&mmu->slots_lock);
+	pthread_mutex_lock(&mmu->lock);
+	mmu_for_each_rmap_head(mmu, start, end, zap_head, &n);
 	pthread_mutex_unlock(&mmu->lock);
 	pthread_rwlock_unlock(&mmu->slots_lock);
 	mmu_flush_commit(mmu);

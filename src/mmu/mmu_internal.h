@@ -305,6 +305,14 @@ static inline unsigned int mmu_hash_of(vmmu_gfn_t gfn)
 }
 struct mmu_slot *mmu_slot_of(struct vmmu_mmu *mmu, vmmu_gfn_t gfn);       /* under slots_lock */
 struct vmmu_rmap_head *mmu_rmap_head(struct mmu_slot *s, vmmu_gfn_t gfn, int level);
+/*
+ * Call @fn on every rmap head, at every level, that covers part of
+ * [@start, @end) in some slot (a huge head covering the range edge included).
+ * Caller holds slots_lock (and the MMU lock if @fn changes rmaps).
+ */
+void mmu_for_each_rmap_head(struct vmmu_mmu *mmu, vmmu_gfn_t start, vmmu_gfn_t end,
+			    void (*fn)(struct vmmu_mmu *mmu, struct vmmu_rmap_head *head, void *opaque),
+			    void *opaque);
 int mmu_topup_caches(struct vmmu_mmu_vcpu *v, unsigned int rmap_min);      /* without the lock */
 struct mmu_page *mmu_page_alloc_cached(struct vmmu_mmu_vcpu *v);           /* under lock; NULL if empty */
 /* Find or create the page of (@gfn, @role) (from @v's cache); under lock. NULL: cache empty. */
