@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_helpers.h"
 #include <libvmmu/dirty.h>
 #include <libvmmu/vmmu.h>
 
@@ -20,13 +21,6 @@
 #define MAX_WORDS ((MAX_PAGES + 63) / 64)
 #define MAX_RING 64
 
-#define CHECK(cond)                                                                         \
-	do {                                                                                \
-		if (!(cond)) {                                                              \
-			fprintf(stderr, "fuzz_dirty:%d: model mismatch: %s\n", __LINE__, #cond); \
-			abort();                                                            \
-		}                                                                           \
-	} while (0)
 
 struct bitmap_model {
 	struct vmmu_dirty_bitmap *bm;
@@ -42,15 +36,6 @@ struct ring_model {
 	uint32_t slot[MAX_RING];
 	uint64_t offset[MAX_RING];
 };
-
-static uint64_t mix(uint64_t x)
-{
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdULL;
-	x ^= x >> 33;
-	x *= 0xc4ceb9fe1a85ec53ULL;
-	return x ^ (x >> 33);
-}
 
 static void model_words(const struct bitmap_model *m, uint64_t *w)
 {

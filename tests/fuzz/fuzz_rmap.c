@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_helpers.h"
 #include <libvmmu/rmap.h>
 #include <libvmmu/vmmu.h>
 
@@ -43,13 +44,6 @@ struct fuzz_rmap_stats fuzz_rmap_stats;
 #define MODEL_MAX 16384
 #define CACHE_CAP 8
 
-#define CHECK(cond)                                                                        \
-	do {                                                                               \
-		if (!(cond)) {                                                             \
-			fprintf(stderr, "fuzz_rmap: %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-			abort();                                                           \
-		}                                                                          \
-	} while (0)
 
 struct model {
 	unsigned int n;

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_helpers.h"
 #include <libvmmu/mmu.h>
 #include <libvmmu/soft.h>
 #include <libvmmu/vm.h>
@@ -36,13 +37,6 @@
 #define NR_VCPUS 2
 #define MAX_OPS 400
 
-#define CHECK(cond)                                                                        \
-	do {                                                                               \
-		if (!(cond)) {                                                             \
-			fprintf(stderr, "fuzz_soft:%d: model mismatch: %s\n", __LINE__, #cond); \
-			abort();                                                           \
-		}                                                                          \
-	} while (0)
 
 struct slot_model {
 	int used;
@@ -72,15 +66,6 @@ static int find_slot(const struct fuzz_state *s, uint64_t gpa)
 		if (s->slot[i].used && gpa >= s->slot[i].gpa && gpa < s->slot[i].gpa + s->slot[i].npages * 4096)
 			return i;
 	return -1;
-}
-
-static uint64_t mix(uint64_t x)
-{
-	x ^= x >> 33;
-	x *= 0xff51afd7ed558ccdULL;
-	x ^= x >> 33;
-	x *= 0xc4ceb9fe1a85ec53ULL;
-	return x ^ (x >> 33);
 }
 
 static void op_add(struct fuzz_state *s, const uint8_t *a)

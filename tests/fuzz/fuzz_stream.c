@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_helpers.h"
 #include "../../examples/vmmu-run/stream.h"
 #include "../../examples/vmmu-run/vmmu-run.h"
 
@@ -31,13 +32,6 @@
 #define MAX_MEM (GUEST_WORK_GPA + (1ULL << 36))
 #define RAM_ALLOC_MAX (8ULL << 20) /* guest RAM larger than this is checked arithmetically only */
 
-#define CHECK(cond)                                                                          \
-	do {                                                                                 \
-		if (!(cond)) {                                                               \
-			fprintf(stderr, "fuzz_stream:%d: invariant broken: %s\n", __LINE__, #cond); \
-			abort();                                                             \
-		}                                                                            \
-	} while (0)
 
 enum outcome { ACCEPTED, REFUSED, TRUNCATED, BROKEN };
 
