@@ -498,6 +498,38 @@ int vmmu_paging_reload_pdptrs(struct vmmu_paging *ctx)
 	return 0;
 }
 
+/*
+ * A second-stage context with the fields EPT and NPT share; the caller adds the
+ * format's reserved bits and permissions, then publishes it with publish_tdp().
+ */
+static struct vmmu_paging *new_tdp(const struct vmmu_memslots *mem, enum ctx_kind kind,
+				   enum vmmu_paging_mode mode, unsigned int levels, vmmu_gpa_t root, bool ad,
+				   uint8_t maxphyaddr)
+{
+	struct vmmu_paging *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->mem = mem;
+	c->kind = kind;
+	c->mode = mode;
+	c->root_level = (uint8_t)levels;
+	c->root = root;
+	c->ad = ad;
+	c->ps_mask = PT_PS;
+	c->addr_mask = ADDR64_MASK;
+	c->maxphyaddr = maxphyaddr;
+	return c;
+}
+
+static int publish_tdp(struct vmmu_paging *c, struct vmmu_paging **out)
+{
+	cache_root_slot(c);
+	set_variant(c);
+	*out = c;
+	return 0;
+}
+
 int vmmu_paging_create_ept(struct vmmu_paging **out, const struct vmmu_memslots *mem,
 			   const struct vmmu_ept_config *cfg)
 {
@@ -529,24 +561,13 @@ int vmmu_paging_create_ept(struct vmmu_paging **out, const struct vmmu_memslots 
 		log_err("paging: unknown EPT flags 0x%x", cfg->flags);
 		return -EINVAL;
 	}
-	c = calloc(1, sizeof(*c));
+	c = new_tdp(mem, KIND_EPT, len == 5 ? VMMU_PAGING_EPT5 : VMMU_PAGING_EPT4, len, cfg->eptp & ADDR64_MASK,
+		    cfg->eptp & EPTP_AD, cfg->maxphyaddr);
 	if (!c)
 		return -ENOMEM;
-	c->mem = mem;
-	c->kind = KIND_EPT;
-	c->mode = len == 5 ? VMMU_PAGING_EPT5 : VMMU_PAGING_EPT4;
-	c->root_level = (uint8_t)len;
-	c->root = cfg->eptp & ADDR64_MASK;
-	c->ad = cfg->eptp & EPTP_AD;
-	c->ps_mask = PT_PS;
-	c->addr_mask = ADDR64_MASK;
-	c->maxphyaddr = cfg->maxphyaddr;
 	rsvd_ept(c->rsvd, cfg->maxphyaddr, cfg->flags);
 	c->bad_mt_xwr = build_bad_mt_xwr(cfg->flags & VMMU_EPT_F_EXECONLY);
-	cache_root_slot(c);
-	set_variant(c);
-	*out = c;
-	return 0;
+	return publish_tdp(c, out);
 }
 
 int vmmu_paging_create_npt(struct vmmu_paging **out, const struct vmmu_memslots *mem,
@@ -566,27 +587,16 @@ int vmmu_paging_create_npt(struct vmmu_paging **out, const struct vmmu_memslots 
 		log_err("paging: NPT with %u levels (4 or 5 exist)", cfg->levels);
 		return -EINVAL;
 	}
-	c = calloc(1, sizeof(*c));
+	c = new_tdp(mem, KIND_NPT, cfg->levels == 5 ? VMMU_PAGING_5LEVEL : VMMU_PAGING_4LEVEL, cfg->levels,
+		    cfg->ncr3 & high_bits(12, cfg->maxphyaddr - 1), true, cfg->maxphyaddr);
 	if (!c)
 		return -ENOMEM;
-	c->mem = mem;
-	c->kind = KIND_NPT;
-	c->mode = cfg->levels == 5 ? VMMU_PAGING_5LEVEL : VMMU_PAGING_4LEVEL;
-	c->root_level = cfg->levels;
-	c->root = cfg->ncr3 & high_bits(12, cfg->maxphyaddr - 1);
-	c->ad = true;
 	c->nxe = cfg->nxe;
 	c->fetch_ec = c->nxe;
-	c->ps_mask = PT_PS;
-	c->addr_mask = ADDR64_MASK;
-	c->maxphyaddr = cfg->maxphyaddr;
 	rsvd_64(c->rsvd, cfg->maxphyaddr, c->nxe, cfg->gbpages, true);
 	/* every NPT access is a user access: CR0.WP, SMEP and SMAP do not matter */
 	build_permissions(c->permissions, true, c->nxe, false, false);
-	cache_root_slot(c);
-	set_variant(c);
-	*out = c;
-	return 0;
+	return publish_tdp(c, out);
 }
 
 void vmmu_paging_destroy(struct vmmu_paging *ctx)
