@@ -101,15 +101,8 @@ static bool options_valid(const struct vmmu_vm_options *o)
 		log_err("vm: INITIALLY_SET needs the MANUAL dirty mode");
 		return false;
 	}
-	if (o->ring_entries && (o->ring_entries < 256 || (o->ring_entries & (o->ring_entries - 1)))) {
-		log_err("vm: ring_entries %u is not a power of two >= 256", o->ring_entries);
+	if (!ring_entries_valid("vm", o->ring_entries) || !reserved_zero("vm", o->reserved, ARRAY_SIZE(o->reserved)))
 		return false;
-	}
-	for (size_t i = 0; i < ARRAY_SIZE(o->reserved); i++)
-		if (o->reserved[i]) {
-			log_err("vm: reserved option fields must be zero");
-			return false;
-		}
 	return true;
 }
 

@@ -400,15 +400,8 @@ static bool options_valid(const struct vmmu_mmu_options *o)
 		log_err("mmu: INITIALLY_SET needs bitmap dirty logging");
 		return false;
 	}
-	if (o->ring_entries && (o->ring_entries < 256 || (o->ring_entries & (o->ring_entries - 1)))) {
-		log_err("mmu: ring_entries %u is not a power of two >= 256", o->ring_entries);
+	if (!ring_entries_valid("mmu", o->ring_entries) || !reserved_zero("mmu", o->reserved, ARRAY_SIZE(o->reserved)))
 		return false;
-	}
-	for (size_t i = 0; i < ARRAY_SIZE(o->reserved); i++)
-		if (o->reserved[i]) {
-			log_err("mmu: reserved option fields must be zero");
-			return false;
-		}
 	return shadow_options_valid(o);
 }
 

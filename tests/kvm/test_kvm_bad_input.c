@@ -152,7 +152,12 @@ static void test_bad_vm_options(void **state)
 	EXPECT_ERR(vmmu_vm_create(&vm, "kvm", &o), -EINVAL);
 	o.ring_entries = 1u << 20;                                /* larger than KVM's 65536 */
 	EXPECT_ERR(vmmu_vm_create(&vm, "kvm", &o), -EOPNOTSUPP);
+	o.ring_entries = 128;                                     /* below the minimum */
+	EXPECT_ERR(vmmu_vm_create(&vm, "kvm", &o), -EINVAL);
 	o.ring_entries = 0;
+	o.reserved[0] = 1;                                        /* reserved fields must be zero */
+	EXPECT_ERR(vmmu_vm_create(&vm, "kvm", &o), -EINVAL);
+	o.reserved[0] = 0;
 	o.size = 8;
 	EXPECT_ERR(vmmu_vm_create(&vm, "kvm", &o), -EINVAL);
 	EXPECT_ERR(vmmu_vm_create(NULL, "kvm", NULL), -EINVAL);

@@ -99,7 +99,18 @@ static void test_bad_input(void **state)
 	o.flags = VMMU_MMU_F_INITIALLY_SET;
 	o.dirty = VMMU_MMU_DIRTY_RING;
 	assert_int_equal(vmmu_mmu_create(&mmu, &o, &cb), -EINVAL);
-	assert_int_equal(c.lines, 5);
+	o.flags = 0;
+	o.ring_entries = 1000;                 /* not a power of two */
+	assert_int_equal(vmmu_mmu_create(&mmu, &o, &cb), -EINVAL);
+	o.ring_entries = 128;                  /* below the 256-entry minimum */
+	assert_int_equal(vmmu_mmu_create(&mmu, &o, &cb), -EINVAL);
+	o.ring_entries = 256;
+	o.reserved[0] = 1;                     /* reserved fields must be zero */
+	assert_int_equal(vmmu_mmu_create(&mmu, &o, &cb), -EINVAL);
+	o.reserved[0] = 0;
+	o.dirty = 0;
+	o.ring_entries = 0;
+	assert_int_equal(c.lines, 8);
 	assert_int_equal(vmmu_mmu_create(&mmu, NULL, &cb), 0);
 	assert_int_equal(vmmu_mmu_memslot_set(mmu, 0, 0x1000, 2 << 20, mem.hva, 0), 0);
 	assert_int_equal(vmmu_mmu_memslot_set(mmu, 0, 0x2000, 2 << 20, mem.hva, 0), -EINVAL);
@@ -115,7 +126,7 @@ static void test_bad_input(void **state)
 	assert_int_equal(vmmu_mmu_dirty_ring_reset(mmu), -EOPNOTSUPP);
 	assert_int_equal(vmmu_mmu_vcpu_dirty_harvest(v, NULL, 0), -EOPNOTSUPP);
 	assert_int_equal(vmmu_mmu_zap_gfn_range(mmu, 5, 4), -EINVAL);
-	assert_int_equal(c.lines, 5 + 12);
+	assert_int_equal(c.lines, 8 + 12);
 	log_capture_stop();
 	/* nothing above changed anything */
 	assert_int_equal(vmmu_mmu_page_fault(v, 0x1000, VMMU_PFERR_WRITE, NULL), VMMU_FAULT_FIXED);
