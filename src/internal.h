@@ -13,33 +13,6 @@
 #define likely(x) (x)
 #define unlikely(x) (x)
 #define PRINTF_FMT(a, b)
-/* Smallest per-vCPU dirty ring the VM and MMU layers accept (entries). */
-#define DIRTY_RING_MIN_ENTRIES 256
-
-/*
- * Shared checks of the options structs (vm.h, mmu.h), logged with @who:
- * a ring size of 0 (default) or a power of two >= DIRTY_RING_MIN_ENTRIES, and
- * reserved fields all zero.
- */
-static inline bool ring_entries_valid(const char *who, uint32_t n)
-{
-	if (n && (n < DIRTY_RING_MIN_ENTRIES || (n & (n - 1)))) {
-		log_err("%s: ring_entries %u is not a power of two >= %u", who, n, DIRTY_RING_MIN_ENTRIES);
-		return false;
-	}
-	return true;
-}
-
-static inline bool reserved_zero(const char *who, const uint64_t *r, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (r[i]) {
-			log_err("%s: reserved option fields must be zero", who);
-			return false;
-		}
-	return true;
-}
-
 #endif
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
