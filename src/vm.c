@@ -521,17 +521,14 @@ int vmmu_vcpu_translate(struct vmmu_vcpu *vcpu, vmmu_gva_t gva, uint32_t access,
 	pr.flags = vcpu->vm->paging_flags;
 	/*
 	 * The context is kept per vCPU and updated from the registers each time.
-	 * Not for PAE: its PDPTE registers were loaded by the guest's last CR3
-	 * write, which the registers alone do not show; rebuild (load from CR3).
+	 * PAE: the PDPTE registers were loaded by the guest's last CR3 write,
+	 * which the registers alone do not show; reload them from CR3.
 	 */
-	if (vcpu->paging && !(s.efer & VMMU_EFER_LMA) && (s.cr0 & VMMU_CR0_PG) && (s.cr4 & VMMU_CR4_PAE)) {
-		vmmu_paging_destroy(vcpu->paging);
-		vcpu->paging = NULL;
-	}
-	if (vcpu->paging)
-		ret = vmmu_paging_update(vcpu->paging, &pr);
-	else
+	if (!vcpu->paging)
 		ret = vmmu_paging_create(&vcpu->paging, vcpu->vm->slots, &pr);
+	else if (!(ret = vmmu_paging_update(vcpu->paging, &pr)) &&
+		 vmmu_paging_get_mode(vcpu->paging) == VMMU_PAGING_PAE)
+		ret = vmmu_paging_reload_pdptrs(vcpu->paging);
 	if (ret)
 		return ret;
 	return vmmu_walk(vcpu->paging, gva, access, res);
